@@ -1,0 +1,134 @@
+package leveret
+
+import (
+	"context"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	"github.com/leveret-mq/leveret/internal/mux"
+	"github.com/leveret-mq/leveret/internal/proto"
+	"github.com/leveret-mq/leveret/ops"
+)
+
+// Client is one AMQP connection. Its methods are safe for concurrent use.
+//
+// Topology operations called on the Client run on a small pool of the
+// client's own channels: they pipeline, and when one fails only that one
+// fails (operations queued behind it are re-issued on a fresh channel).
+// Use Channel for an explicit channel whose operations share its fate.
+type Client struct {
+	conn    *mux.Conn
+	cfg     config
+	tuning  tuning
+	pool    *pool
+	blocked atomic.Bool
+
+	closeOnce sync.Once
+	closeErr  error
+}
+
+func newClient(nc net.Conn, fr *proto.FrameReader, t tuning, cfg config) *Client {
+	c := &Client{cfg: cfg, tuning: t}
+	c.conn = mux.New(nc, fr, newMuxConfig(t, cfg, c.onBlocked))
+	c.pool = newPool(c, cfg.topologyChannels)
+	return c
+}
+
+func (c *Client) onBlocked(blocked bool, _ string) { c.blocked.Store(blocked) }
+
+// Blocked reports whether the broker has blocked publishing on this
+// connection (connection.blocked, e.g. under a memory alarm). Publishes wait
+// while it is true; other operations carry on.
+func (c *Client) Blocked() bool { return c.blocked.Load() }
+
+// ServerProperties returns the broker's properties from the handshake
+// (product, version, capabilities). The caller must not modify the table.
+func (c *Client) ServerProperties() ops.Table { return c.tuning.server }
+
+// FrameMax is the negotiated maximum frame size in bytes.
+func (c *Client) FrameMax() uint32 { return c.tuning.frameMax }
+
+// Done is closed when the connection has ended, by Close or by a failure.
+func (c *Client) Done() <-chan struct{} { return c.conn.Dead() }
+
+// Err is nil while the connection is open, then why it ended: ErrClosed
+// after Close, else a *ConnectionError.
+func (c *Client) Err() error { return c.conn.Err() }
+
+// Close closes the connection gracefully: everything already issued is
+// sent first, then connection.close; it waits for the broker's close-ok
+// until ctx ends, then closes the socket. Operations still pending fail with
+// ErrClosed. Close joins every goroutine the client started and is
+// idempotent; it returns ctx's error if the broker did not answer in time.
+func (c *Client) Close(ctx context.Context) error {
+	c.closeOnce.Do(func() { c.closeErr = c.conn.Close(ctx) })
+	return c.closeErr
+}
+
+// Channel opens an explicit channel and waits, until ctx ends, for the
+// broker to confirm it. Operations on it run in issue order; if the broker
+// closes it, operations issued behind the failing one fail with
+// ErrNotExecuted wrapping the cause, and Err reports the cause.
+func (c *Client) Channel(ctx context.Context) (*Channel, error) {
+	ch := newChannel(c)
+	opened := newPromise[struct{}]()
+	mc, err := c.conn.OpenChannel(ch, func(err error) { opened.resolve(struct{}{}, err) })
+	if err != nil {
+		return nil, err
+	}
+	ch.mc = mc
+	if _, err := opened.Wait(ctx); err != nil {
+		mc.Close(func(error) {}) // nobody will use it: do not leak the number
+		return nil, err
+	}
+	return ch, nil
+}
+
+// ExchangeDeclare declares an exchange on the client's channel pool. It does
+// not block; the promise settles with the broker's reply.
+func (c *Client) ExchangeDeclare(o ops.ExchangeDeclare) *Promise[ops.ExchangeDeclareOk] {
+	return issue(c.pool, exchangeKeys(o.Exchange, ""), exchangeDeclare(o), exchangeDeclareOk)
+}
+
+// ExchangeDelete deletes an exchange on the client's channel pool. It does not block.
+func (c *Client) ExchangeDelete(o ops.ExchangeDelete) *Promise[ops.ExchangeDeleteOk] {
+	return issue(c.pool, exchangeKeys(o.Exchange, ""), exchangeDelete(o), exchangeDeleteOk)
+}
+
+// ExchangeBind binds two exchanges on the client's channel pool. It does not block.
+func (c *Client) ExchangeBind(o ops.ExchangeBind) *Promise[ops.ExchangeBindOk] {
+	return issue(c.pool, exchangeKeys(o.Destination, o.Source), exchangeBind(o), exchangeBindOk)
+}
+
+// ExchangeUnbind unbinds two exchanges on the client's channel pool. It does not block.
+func (c *Client) ExchangeUnbind(o ops.ExchangeUnbind) *Promise[ops.ExchangeUnbindOk] {
+	return issue(c.pool, exchangeKeys(o.Destination, o.Source), exchangeUnbind(o), exchangeUnbindOk)
+}
+
+// QueueDeclare declares a queue on the client's channel pool. It does not block.
+func (c *Client) QueueDeclare(o ops.QueueDeclare) *Promise[ops.QueueDeclareOk] {
+	return issue(c.pool, queueKeys(o.Queue, ""), queueDeclare(o), queueDeclareOk)
+}
+
+// QueueBind binds a queue to an exchange on the client's channel pool. It
+// does not block. It is sent after any pending client-level declare of the
+// same queue or exchange.
+func (c *Client) QueueBind(o ops.QueueBind) *Promise[ops.QueueBindOk] {
+	return issue(c.pool, queueKeys(o.Queue, o.Exchange), queueBind(o), queueBindOk)
+}
+
+// QueueUnbind removes a binding on the client's channel pool. It does not block.
+func (c *Client) QueueUnbind(o ops.QueueUnbind) *Promise[ops.QueueUnbindOk] {
+	return issue(c.pool, queueKeys(o.Queue, o.Exchange), queueUnbind(o), queueUnbindOk)
+}
+
+// QueuePurge purges a queue on the client's channel pool. It does not block.
+func (c *Client) QueuePurge(o ops.QueuePurge) *Promise[ops.QueuePurgeOk] {
+	return issue(c.pool, queueKeys(o.Queue, ""), queuePurge(o), queuePurgeOk)
+}
+
+// QueueDelete deletes a queue on the client's channel pool. It does not block.
+func (c *Client) QueueDelete(o ops.QueueDelete) *Promise[ops.QueueDeleteOk] {
+	return issue(c.pool, queueKeys(o.Queue, ""), queueDelete(o), queueDeleteOk)
+}

@@ -1,0 +1,252 @@
+package leveret
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/leveret-mq/leveret/internal/mux"
+	"github.com/leveret-mq/leveret/internal/proto"
+	"github.com/leveret-mq/leveret/ops"
+)
+
+// Version is leveret's version, sent to the broker in the client properties.
+const Version = "0.1.0"
+
+// tuning is what the handshake negotiated.
+type tuning struct {
+	channelMax uint16
+	frameMax   uint32
+	heartbeat  time.Duration
+	server     ops.Table
+}
+
+// Dial connects to the broker at url (amqp://user:pass@host:port/vhost or
+// amqps://...), authenticates and opens the virtual host. It blocks until
+// the connection is ready, ctx ends or the connection timeout passes. A
+// failed Dial leaves no goroutine behind. Errors never contain the password.
+func Dial(ctx context.Context, url string, opts ...Option) (*Client, error) {
+	u, err := parseURI(url)
+	if err != nil {
+		return nil, err
+	}
+	cfg := defaultConfig()
+	if u.HasHeartbeat {
+		cfg.heartbeat, cfg.heartbeatSet = u.Heartbeat, true
+	}
+	if u.ChannelMax != 0 {
+		cfg.channelMax = u.ChannelMax
+	}
+	if u.FrameMax != 0 {
+		cfg.frameMax = u.FrameMax
+	}
+	if u.ConnectionTimeout > 0 {
+		cfg.connectionTimeout = u.ConnectionTimeout
+	}
+	for _, o := range opts {
+		o.apply(&cfg)
+	}
+	if u.TLS && cfg.tls == nil {
+		cfg.tls = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	if cfg.connectionTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, cfg.connectionTimeout)
+		defer cancel()
+	}
+
+	nc, err := connect(ctx, u, &cfg)
+	if err != nil {
+		return nil, err
+	}
+	// Turn ctx ending into a socket deadline so the blocking handshake
+	// returns; AfterFunc starts a goroutine only if ctx ends first.
+	stop := context.AfterFunc(ctx, func() { nc.SetDeadline(time.Unix(1, 0)) })
+	if dl, ok := ctx.Deadline(); ok {
+		nc.SetDeadline(dl)
+	}
+	fr := proto.NewFrameReader(nc)
+	t, err := handshake(nc, fr, u, &cfg)
+	if !stop() {
+		err = fmt.Errorf("amqp: dial %s: %w", u, context.Cause(ctx))
+	}
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	nc.SetDeadline(time.Time{})
+	return newClient(nc, fr, t, cfg), nil
+}
+
+func connect(ctx context.Context, u uri, cfg *config) (net.Conn, error) {
+	var d net.Dialer
+	nc, err := d.DialContext(ctx, "tcp", u.Addr())
+	if err != nil {
+		return nil, fmt.Errorf("amqp: dial %s: %w", u, err)
+	}
+	if cfg.tls == nil {
+		return nc, nil
+	}
+	tc := cfg.tls.Clone()
+	if tc.ServerName == "" {
+		tc.ServerName = u.Host
+	}
+	tlsConn := tls.Client(nc, tc)
+	if err := tlsConn.HandshakeContext(ctx); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("amqp: tls handshake with %s: %w", u, err)
+	}
+	return tlsConn, nil
+}
+
+// handshake runs connection.start to connection.open-ok.
+func handshake(nc net.Conn, fr *proto.FrameReader, u uri, cfg *config) (tuning, error) {
+	var t tuning
+	if _, err := nc.Write(proto.ProtocolHeader); err != nil {
+		return t, fmt.Errorf("amqp: dial %s: %w", u, err)
+	}
+	m, err := readMethod(fr)
+	if err != nil {
+		return t, fmt.Errorf("amqp: dial %s: reading connection.start: %w", u, err)
+	}
+	start, ok := m.(*proto.ConnectionStart)
+	if !ok {
+		return t, fmt.Errorf("amqp: dial %s: expected connection.start, got %v", u, m.ID())
+	}
+	t.server = start.ServerProperties
+	mech, response := "PLAIN", "\x00"+u.Username+"\x00"+u.Password
+	if cfg.external {
+		mech, response = "EXTERNAL", ""
+	}
+	if !slices.Contains(strings.Fields(start.Mechanisms), mech) {
+		return t, fmt.Errorf("amqp: dial %s: broker does not offer SASL %s (it offers %q)", u, mech, start.Mechanisms)
+	}
+	startOk := &proto.ConnectionStartOk{ClientProperties: clientProperties(cfg), Mechanism: mech, Response: response, Locale: "en_US"}
+	if err := writeMethod(nc, startOk); err != nil {
+		return t, fmt.Errorf("amqp: dial %s: %w", u, err)
+	}
+
+	m, err = readMethod(fr)
+	if err != nil {
+		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+			// Brokers without authentication_failure_close just hang up.
+			return t, &ConnectionError{Code: 403, Text: "broker closed the connection during authentication (credentials refused?)", Cause: err}
+		}
+		return t, fmt.Errorf("amqp: dial %s: %w", u, err)
+	}
+	tune, ok := m.(*proto.ConnectionTune)
+	if !ok {
+		return t, handshakeRefusal(nc, u, m)
+	}
+	t.channelMax = uint16(negotiate(uint32(cfg.channelMax), uint32(tune.ChannelMax)))
+	t.frameMax = negotiate(cfg.frameMax, tune.FrameMax)
+	if t.frameMax == 0 {
+		t.frameMax = 1 << 27
+	}
+	if !(cfg.heartbeatSet && cfg.heartbeat == 0) {
+		t.heartbeat = time.Duration(negotiate(uint32(cfg.heartbeat/time.Second), uint32(tune.Heartbeat))) * time.Second
+	}
+	tuneOk := &proto.ConnectionTuneOk{ChannelMax: t.channelMax, FrameMax: t.frameMax, Heartbeat: uint16(t.heartbeat / time.Second)}
+	if err := writeMethod(nc, tuneOk); err != nil {
+		return t, fmt.Errorf("amqp: dial %s: %w", u, err)
+	}
+	if err := writeMethod(nc, &proto.ConnectionOpen{VirtualHost: u.Vhost}); err != nil {
+		return t, fmt.Errorf("amqp: dial %s: %w", u, err)
+	}
+	m, err = readMethod(fr)
+	if err != nil {
+		return t, fmt.Errorf("amqp: dial %s: opening vhost: %w", u, err)
+	}
+	if _, ok := m.(*proto.ConnectionOpenOk); !ok {
+		return t, handshakeRefusal(nc, u, m)
+	}
+	return t, nil
+}
+
+// negotiate picks the smaller of two limits where 0 means "no limit".
+func negotiate(client, server uint32) uint32 {
+	if client == 0 || server == 0 {
+		return max(client, server)
+	}
+	return min(client, server)
+}
+
+// handshakeRefusal answers a connection.close received during the
+// handshake and turns it into a *ConnectionError.
+func handshakeRefusal(nc net.Conn, u uri, m proto.Method) error {
+	cl, ok := m.(*proto.ConnectionClose)
+	if !ok {
+		return fmt.Errorf("amqp: dial %s: unexpected %v during handshake", u, m.ID())
+	}
+	writeMethod(nc, &proto.ConnectionCloseOk{})
+	return &ConnectionError{Code: ReplyCode(cl.ReplyCode), Text: cl.ReplyText, ClassID: cl.ClassID, MethodID: cl.MethodID}
+}
+
+func readMethod(fr *proto.FrameReader) (proto.Method, error) {
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case f.Type == proto.FrameHeartbeat:
+			continue
+		case f.Type != proto.FrameMethod || f.Channel != 0:
+			return nil, fmt.Errorf("unexpected frame type %d on channel %d during handshake", f.Type, f.Channel)
+		}
+		return proto.DecodeMethod(f.Payload)
+	}
+}
+
+func writeMethod(w io.Writer, m proto.Method) error {
+	b, err := proto.AppendMethodFrame(nil, 0, m)
+	if err != nil {
+		return err
+	}
+	_, err = w.Write(b)
+	return err
+}
+
+func clientProperties(cfg *config) ops.Table {
+	t := ops.Table{
+		"product":     "leveret",
+		"version":     Version,
+		"platform":    "Go " + runtime.Version(),
+		"information": "https://github.com/leveret-mq/leveret",
+		"capabilities": ops.Table{
+			"publisher_confirms":           true,
+			"consumer_cancel_notify":       true,
+			"basic.nack":                   true,
+			"connection.blocked":           true,
+			"authentication_failure_close": true,
+			"exchange_exchange_bindings":   true,
+			"per_consumer_qos":             true,
+		},
+	}
+	if cfg.connectionName != "" {
+		t["connection_name"] = cfg.connectionName
+	}
+	return t
+}
+
+func newMuxConfig(t tuning, cfg config, onBlocked func(bool, string)) mux.Config {
+	return mux.Config{
+		FrameMax:   t.frameMax,
+		ChannelMax: t.channelMax,
+		Heartbeat:  t.heartbeat,
+		WriteLimit: cfg.writeLimit,
+		Logger:     cfg.logger,
+		FaultError: faultError,
+		OnBlocked:  onBlocked,
+	}
+}

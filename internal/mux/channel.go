@@ -1,0 +1,231 @@
+package mux
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/leveret-mq/leveret/internal/proto"
+	"github.com/leveret-mq/leveret/ops"
+)
+
+// ErrChannelLimit reports that every channel number is in use.
+var ErrChannelLimit = errors.New("amqp: no free channel number (channel_max reached)")
+
+// Handler receives a channel's asynchronous traffic. Both methods run on the
+// reader goroutine and must not block.
+type Handler interface {
+	// Async gets basic.deliver and basic.return (with msg), and basic.ack,
+	// basic.nack, basic.cancel and channel.flow from the broker (msg nil).
+	// msg is valid only during the call, but msg.Body is the receiver's.
+	Async(m proto.Method, msg *ops.Message)
+	// Closed is called once when the channel ends, with the reason.
+	Closed(err error)
+}
+
+// Request is one operation sent on a channel.
+type Request struct {
+	Method proto.Method
+	Msg    *ops.Message // content, for basic.publish
+	// Tag matches basic.consume-ok and basic.cancel-ok by consumer tag.
+	Tag string
+	// Barrier holds every later send on the channel until this request's
+	// reply arrives (tx.commit, tx.rollback).
+	Barrier bool
+	// Done, if set, gets the reply or the error that ended the wait, exactly
+	// once, on the reader goroutine; it must not block. For basic.get-ok,
+	// msg is valid only during the call (msg.Body is the receiver's).
+	// A request without Done expects no reply.
+	Done func(reply proto.Method, msg *ops.Message, err error)
+	// Written, if set, is called once the frames reach the socket or cannot.
+	Written func(error)
+}
+
+// Channel is one AMQP channel on a Conn.
+type Channel struct {
+	ID uint16
+	c  *Conn
+	h  Handler
+
+	mu      sync.Mutex
+	pending []*Request // awaiting replies, oldest first; nil where one was matched early
+	held    []*Request // sends waiting behind a barrier
+	barrier bool       // a barrier request is pending
+	closing bool       // channel.close sent by us
+	err     error      // why the channel ended; nil while open
+
+	asm assembly // content being assembled; reader goroutine only
+}
+
+type assembly struct {
+	m      proto.Method // the content-bearing method; nil when idle
+	msg    ops.Message
+	size   uint64
+	header bool
+}
+
+// maxBodyPrealloc caps what a content header alone can make us allocate.
+const maxBodyPrealloc = 8 << 20
+
+type nopHandler struct{}
+
+func (nopHandler) Async(proto.Method, *ops.Message) {}
+func (nopHandler) Closed(error)                      {}
+
+// OpenChannel allocates a channel number and queues channel.open without
+// waiting for channel.open-ok: operations issued on the channel at once are
+// pipelined behind it. opened, if set, gets the outcome of the open.
+func (c *Conn) OpenChannel(h Handler, opened func(error)) (*Channel, error) {
+	if h == nil {
+		h = nopHandler{}
+	}
+	if c.closing.Load() {
+		return nil, c.closedErr()
+	}
+	c.cmu.Lock()
+	if c.chansDead {
+		c.cmu.Unlock()
+		return nil, c.closedErr()
+	}
+	id, ok := c.allocIDLocked()
+	if !ok {
+		c.cmu.Unlock()
+		return nil, ErrChannelLimit
+	}
+	ch := &Channel{ID: id, c: c, h: h}
+	c.chans[id] = ch
+	c.cmu.Unlock()
+	err := ch.Call(&Request{Method: &proto.ChannelOpen{}, Done: func(_ proto.Method, _ *ops.Message, err error) {
+		if opened != nil {
+			opened(err)
+		}
+	}})
+	if err != nil {
+		c.release(ch)
+		return nil, err
+	}
+	return ch, nil
+}
+
+// allocIDLocked picks the next free number after the last one handed out,
+// so a number just released is not reused at once.
+func (c *Conn) allocIDLocked() (uint16, bool) {
+	max := c.cfg.ChannelMax
+	for range int(max) {
+		c.nextID++
+		if c.nextID == 0 || c.nextID > max {
+			c.nextID = 1
+		}
+		if _, used := c.chans[c.nextID]; !used {
+			return c.nextID, true
+		}
+	}
+	return 0, false
+}
+
+func (c *Conn) release(ch *Channel) {
+	c.cmu.Lock()
+	if c.chans[ch.ID] == ch {
+		delete(c.chans, ch.ID)
+	}
+	c.cmu.Unlock()
+}
+
+// Err is nil while the channel is open, then the reason it ended.
+func (ch *Channel) Err() error {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return ch.err
+}
+
+// Call sends r without waiting for room in the output queue or for a reply.
+// An error means nothing was sent and Done will not be called.
+func (ch *Channel) Call(r *Request) error {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if err := ch.usableLocked(); err != nil {
+		return err
+	}
+	if ch.barrier {
+		ch.held = append(ch.held, r)
+		return nil
+	}
+	return ch.sendLocked(r)
+}
+
+// Publish sends basic.publish with its content. It waits, honouring ctx,
+// while the output queue is full or the broker has blocked the connection.
+// The method, header and body frames go out contiguously. msg is encoded
+// before Publish returns unless a barrier is pending, in which case it is
+// copied; either way the caller may reuse msg.Body afterwards.
+func (ch *Channel) Publish(ctx context.Context, m *proto.BasicPublish, msg *ops.Message, written func(error)) error {
+	if err := ch.c.waitRoom(ctx, true); err != nil {
+		return err
+	}
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if err := ch.usableLocked(); err != nil {
+		return err
+	}
+	if ch.barrier {
+		cp := *msg
+		cp.Body = append([]byte(nil), msg.Body...)
+		pm := *m
+		ch.held = append(ch.held, &Request{Method: &pm, Msg: &cp, Written: written})
+		return nil
+	}
+	return ch.c.enqueuePublish(ch.ID, m, msg, written)
+}
+
+// Close queues channel.close behind everything sent so far. done gets nil
+// once the broker answers close-ok, or the error that ended the channel.
+func (ch *Channel) Close(done func(error)) error {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if err := ch.usableLocked(); err != nil {
+		return err
+	}
+	r := &Request{
+		Method: &proto.ChannelClose{ReplyCode: uint16(proto.ReplySuccess), ReplyText: "closed by client"},
+		Done:   func(_ proto.Method, _ *ops.Message, err error) { done(err) },
+	}
+	var err error
+	if ch.barrier {
+		ch.held = append(ch.held, r)
+	} else {
+		err = ch.sendLocked(r)
+	}
+	if err == nil {
+		ch.closing = true
+	}
+	return err
+}
+
+func (ch *Channel) usableLocked() error {
+	switch {
+	case ch.err != nil:
+		return ch.err
+	case ch.closing || ch.c.closing.Load():
+		return ErrClosed
+	}
+	return nil
+}
+
+func (ch *Channel) sendLocked(r *Request) error {
+	var err error
+	if p, ok := r.Method.(*proto.BasicPublish); ok && r.Msg != nil {
+		err = ch.c.enqueuePublish(ch.ID, p, r.Msg, r.Written)
+	} else {
+		err = ch.c.enqueueMethod(ch.ID, r.Method, r.Written)
+	}
+	if err != nil {
+		return err
+	}
+	if r.Done != nil {
+		ch.pending = append(ch.pending, r)
+	}
+	if r.Barrier {
+		ch.barrier = true
+	}
+	return nil
+}

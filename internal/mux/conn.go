@@ -1,0 +1,169 @@
+// Package mux runs one AMQP connection after its handshake: a reader
+// goroutine that decodes frames and routes them to channels, and a writer
+// goroutine that coalesces queued frames into single writes and sends
+// heartbeats. Callers register completion functions; mux calls them with a
+// decoded reply or an error. mux knows nothing of promises.
+package mux
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/leveret-mq/leveret/internal/proto"
+)
+
+// Config is the negotiated connection state and the hooks the owner supplies.
+type Config struct {
+	FrameMax   uint32        // negotiated maximum frame size, including overhead
+	ChannelMax uint16        // negotiated; 0 means 65535
+	Heartbeat  time.Duration // negotiated; 0 disables heartbeats
+	WriteLimit int           // queued bytes past which publishers wait; default 1 MiB
+	Logger     *slog.Logger  // nil discards
+
+	// FaultError turns a Fault into the error callers see. nil uses *Error.
+	FaultError func(Fault) error
+	// OnBlocked reports connection.blocked (true) and connection.unblocked.
+	// It runs on the reader goroutine and must not block.
+	OnBlocked func(blocked bool, reason string)
+}
+
+// Conn is one multiplexed AMQP connection.
+//
+// Lock order: Channel.mu before Conn.cmu before Conn.wmu before Conn.ioMu.
+type Conn struct {
+	nc  net.Conn
+	fr  *proto.FrameReader
+	cfg Config
+
+	// Queued output, filled by any goroutine and drained by the writer.
+	wmu          sync.Mutex
+	wbuf         []byte
+	wcbs         []func(error) // called after the bytes queued with them are written
+	wspare       []byte
+	wspareCbs    []func(error)
+	werr         error         // set once nothing more can be written
+	blocked      bool          // connection.blocked in force: publishes wait
+	roomWaiters  bool          // someone waits on room
+	room         chan struct{} // closed and replaced when the writer drains or unblocks
+	wake         chan struct{} // capacity 1: tells the writer there is output
+	ioMu         sync.Mutex    // serialises writes to nc
+	readActivity atomic.Bool   // set by the reader on every frame, cleared by the writer's heartbeat tick
+
+	// Channel table.
+	cmu       sync.Mutex
+	chans     map[uint16]*Channel
+	nextID    uint16
+	chansDead bool // set once every channel has been failed
+
+	// Lifecycle.
+	closing  atomic.Bool   // Close has begun: no new operations
+	failOnce sync.Once
+	dead     chan struct{} // closed when the connection has ended
+	deadErr  error         // why; written before dead is closed
+	closeOk  chan struct{} // closed when connection.close-ok arrives
+	wg       sync.WaitGroup
+}
+
+// New takes over nc, whose handshake is complete, and starts the reader and
+// writer goroutines. Close (or a connection failure followed by Close) joins them.
+func New(nc net.Conn, fr *proto.FrameReader, cfg Config) *Conn {
+	if cfg.WriteLimit <= 0 {
+		cfg.WriteLimit = 1 << 20
+	}
+	if cfg.ChannelMax == 0 {
+		cfg.ChannelMax = 65535
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	fr.SetMaxFrameSize(cfg.FrameMax)
+	c := &Conn{
+		nc:      nc,
+		fr:      fr,
+		cfg:     cfg,
+		room:    make(chan struct{}),
+		wake:    make(chan struct{}, 1),
+		chans:   make(map[uint16]*Channel),
+		dead:    make(chan struct{}),
+		closeOk: make(chan struct{}),
+	}
+	c.wg.Add(2)
+	go c.readLoop()  // owner: Conn; exits when nc fails or is closed by fail.
+	go c.writeLoop() // owner: Conn; exits when dead is closed or a write fails.
+	return c
+}
+
+// FrameMax is the negotiated maximum frame size.
+func (c *Conn) FrameMax() uint32 { return c.cfg.FrameMax }
+
+// Dead is closed when the connection has ended; Err then says why.
+func (c *Conn) Dead() <-chan struct{} { return c.dead }
+
+// Err is nil while the connection is up, then the reason it ended.
+func (c *Conn) Err() error {
+	select {
+	case <-c.dead:
+		return c.deadErr
+	default:
+		return nil
+	}
+}
+
+// fail ends the connection once: it records why, closes the socket (which
+// stops the reader and the writer) and refuses further output.
+func (c *Conn) fail(err error) {
+	c.failOnce.Do(func() {
+		c.deadErr = err
+		c.wmu.Lock()
+		if c.werr == nil {
+			c.werr = err
+		}
+		c.wmu.Unlock()
+		close(c.dead)
+		c.nc.Close()
+	})
+}
+
+// Close closes the connection gracefully: it queues connection.close behind
+// everything already queued, waits for close-ok (or ctx, or the connection
+// failing), then closes the socket and joins both goroutines. Operations
+// still pending fail with ErrClosed. Close is idempotent; later calls only
+// join. It returns ctx.Err() if ctx ended before the broker acknowledged.
+func (c *Conn) Close(ctx context.Context) error {
+	var err error
+	if c.closing.CompareAndSwap(false, true) {
+		m := &proto.ConnectionClose{ReplyCode: uint16(proto.ReplySuccess), ReplyText: "closed by client"}
+		if c.enqueueMethod(0, m, nil) == nil {
+			select {
+			case <-c.closeOk:
+			case <-c.dead:
+			case <-ctx.Done():
+				err = ctx.Err()
+			}
+		}
+		c.fail(ErrClosed)
+	}
+	c.wg.Wait()
+	return err
+}
+
+// Abort ends the connection at once with err, without a close handshake,
+// and joins the goroutines. It is for owners that must stop on a fault.
+func (c *Conn) Abort(err error) {
+	c.closing.Store(true)
+	c.fail(err)
+	c.wg.Wait()
+}
+
+// closedErr is the error for an operation issued after the connection ended
+// or began to close.
+func (c *Conn) closedErr() error {
+	if err := c.Err(); err != nil {
+		return err
+	}
+	return ErrClosed
+}

@@ -1,0 +1,208 @@
+package mux
+
+import (
+	"github.com/leveret-mq/leveret/internal/proto"
+	"github.com/leveret-mq/leveret/ops"
+)
+
+// handleMethod routes one method frame the broker sent on this channel.
+// It runs on the reader goroutine.
+func (ch *Channel) handleMethod(m proto.Method) error {
+	if ch.asm.m != nil {
+		return ch.c.violation(proto.UnexpectedFrame, "%v on channel %d while content of %v was expected", m.ID(), ch.ID, ch.asm.m.ID())
+	}
+	if m.ID().HasContent() {
+		ch.asm = assembly{m: m}
+		return nil
+	}
+	switch m := m.(type) {
+	case *proto.ChannelClose:
+		ch.c.enqueueMethod(ch.ID, &proto.ChannelCloseOk{}, nil)
+		ch.c.release(ch)
+		failed := proto.MethodID(uint32(m.ClassID)<<16 | uint32(m.MethodID))
+		ch.end(ch.c.faultError(Fault{Code: proto.ReplyCode(m.ReplyCode), Text: m.ReplyText, Method: failed}), &failed)
+		return nil
+	case *proto.ChannelCloseOk:
+		err := ch.reply(m, nil)
+		ch.c.release(ch)
+		ch.end(ErrClosed, nil)
+		return err
+	case *proto.ChannelFlow:
+		ch.c.enqueueMethod(ch.ID, &proto.ChannelFlowOk{Active: m.Active}, nil)
+		ch.h.Async(m, nil)
+		return nil
+	case *proto.BasicCancel:
+		if !m.NoWait {
+			ch.c.enqueueMethod(ch.ID, &proto.BasicCancelOk{ConsumerTag: m.ConsumerTag}, nil)
+		}
+		ch.h.Async(m, nil)
+		return nil
+	case *proto.BasicAck, *proto.BasicNack:
+		ch.h.Async(m, nil)
+		return nil
+	}
+	return ch.reply(m, nil)
+}
+
+// handleContent adds a header or body frame to the content being assembled
+// and dispatches the method once the body is complete.
+func (ch *Channel) handleContent(typ uint8, payload []byte) error {
+	a := &ch.asm
+	if a.m == nil {
+		return ch.c.violation(proto.UnexpectedFrame, "content frame on channel %d without a method", ch.ID)
+	}
+	if typ == proto.FrameHeader {
+		if a.header {
+			return ch.c.violation(proto.UnexpectedFrame, "second content header on channel %d", ch.ID)
+		}
+		_, size, err := proto.DecodeContentHeader(payload, &a.msg)
+		if err != nil {
+			return ch.c.violation(proto.FrameError, "bad content header: %v", err)
+		}
+		a.size, a.header = size, true
+		if size > 0 {
+			a.msg.Body = make([]byte, 0, min(size, maxBodyPrealloc))
+		}
+	} else {
+		if !a.header {
+			return ch.c.violation(proto.UnexpectedFrame, "body frame on channel %d before its header", ch.ID)
+		}
+		if uint64(len(a.msg.Body))+uint64(len(payload)) > a.size {
+			return ch.c.violation(proto.FrameError, "body on channel %d longer than its header said", ch.ID)
+		}
+		a.msg.Body = append(a.msg.Body, payload...)
+	}
+	if !a.header || uint64(len(a.msg.Body)) < a.size {
+		return nil
+	}
+	m := a.m
+	defer func() { ch.asm = assembly{} }()
+	if _, ok := m.(*proto.BasicGetOk); ok {
+		return ch.reply(m, &a.msg)
+	}
+	ch.h.Async(m, &a.msg)
+	return nil
+}
+
+// reply completes the oldest pending request that expects m (by consumer
+// tag for consume-ok and cancel-ok) and releases sends held behind it if it
+// was a barrier. A reply nobody asked for is a protocol violation.
+func (ch *Channel) reply(m proto.Method, msg *ops.Message) error {
+	ch.mu.Lock()
+	r := ch.takeMatchLocked(m)
+	var failed []*Request
+	var failErr error
+	if r != nil && r.Barrier {
+		ch.barrier = false
+		failed, failErr = ch.releaseHeldLocked()
+	}
+	ch.mu.Unlock()
+	if r == nil {
+		return ch.c.violation(proto.CommandInvalid, "unexpected %v on channel %d", m.ID(), ch.ID)
+	}
+	r.Done(m, msg, nil)
+	for _, f := range failed {
+		f.fail(failErr)
+	}
+	return nil
+}
+
+func (ch *Channel) takeMatchLocked(m proto.Method) *Request {
+	id, tag := m.ID(), ""
+	switch m := m.(type) {
+	case *proto.BasicConsumeOk:
+		tag = m.ConsumerTag
+	case *proto.BasicCancelOk:
+		tag = m.ConsumerTag
+	}
+	for i, r := range ch.pending {
+		if r == nil || !expects(r.Method.ID(), id) || r.Tag != tag {
+			continue
+		}
+		if i == 0 {
+			ch.pending = trimFront(ch.pending[1:])
+		} else {
+			ch.pending[i] = nil
+		}
+		return r
+	}
+	return nil
+}
+
+// trimFront drops leading holes left by replies matched out of order.
+func trimFront(p []*Request) []*Request {
+	for len(p) > 0 && p[0] == nil {
+		p = p[1:]
+	}
+	if len(p) == 0 {
+		return p[:0:0]
+	}
+	return p
+}
+
+func expects(req, reply proto.MethodID) bool {
+	for _, r := range req.Replies() {
+		if r == reply {
+			return true
+		}
+	}
+	return false
+}
+
+// releaseHeldLocked sends what waited behind a barrier, up to the next one.
+// If sending fails, the rest are returned to be failed outside the lock.
+func (ch *Channel) releaseHeldLocked() ([]*Request, error) {
+	for len(ch.held) > 0 && !ch.barrier {
+		r := ch.held[0]
+		ch.held = ch.held[1:]
+		if err := ch.sendLocked(r); err != nil {
+			rest := append([]*Request{r}, ch.held...)
+			ch.held = nil
+			return rest, err
+		}
+	}
+	return nil, nil
+}
+
+func (r *Request) fail(err error) {
+	if r.Done != nil {
+		r.Done(nil, nil, err)
+	}
+	if r.Written != nil {
+		r.Written(err)
+	}
+}
+
+// end closes the channel for good with err. When the broker closed it
+// because of the method failed, the oldest pending request for that method
+// gets err and every other pending or held request gets an ErrNotExecuted
+// error wrapping err: the broker discarded them. Otherwise (connection
+// failure, our own close) every request gets err.
+func (ch *Channel) end(err error, failed *proto.MethodID) {
+	ch.mu.Lock()
+	if ch.err != nil {
+		ch.mu.Unlock()
+		return
+	}
+	ch.err = err
+	pending, held := ch.pending, ch.held
+	ch.pending, ch.held, ch.barrier = nil, nil, false
+	ch.mu.Unlock()
+
+	blamed := failed == nil
+	for _, r := range append(pending, held...) {
+		if r == nil {
+			continue
+		}
+		switch {
+		case failed == nil:
+			r.fail(err)
+		case !blamed && r.Method.ID() == *failed, r.Method.ID() == proto.ChannelCloseID:
+			blamed = blamed || r.Method.ID() == *failed
+			r.fail(err)
+		default:
+			r.fail(notExecuted(err))
+		}
+	}
+	ch.h.Closed(err)
+}

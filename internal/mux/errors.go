@@ -1,0 +1,59 @@
+package mux
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/leveret-mq/leveret/internal/proto"
+)
+
+var (
+	// ErrClosed reports use of a connection or channel after this side closed it.
+	ErrClosed = errors.New("amqp: closed")
+	// ErrNotExecuted marks an operation the broker discarded because the
+	// channel closed in front of it. Errors carrying it also wrap the cause.
+	ErrNotExecuted = errors.New("amqp: operation not executed")
+	// ErrHeartbeat is the cause of a connection ended because the peer sent
+	// nothing for two heartbeat intervals.
+	ErrHeartbeat = errors.New("amqp: heartbeat timeout")
+)
+
+// Fault describes why a channel or the connection ended: a close method the
+// peer sent, a protocol violation this side detected (Local), or an I/O
+// failure (Cause).
+type Fault struct {
+	Hard   bool // connection-level
+	Local  bool // detected by this side rather than sent by the peer
+	Code   proto.ReplyCode
+	Text   string
+	Method proto.MethodID // the method that caused it, when the peer names one
+	Cause  error          // underlying I/O error, if any
+}
+
+// Error is the error mux produces for a Fault when Config.FaultError is nil.
+type Error struct{ Fault }
+
+func (e *Error) Error() string {
+	if e.Cause != nil {
+		return fmt.Sprintf("amqp: connection lost: %v", e.Cause)
+	}
+	return fmt.Sprintf("amqp: %d %s: %s (%v)", e.Code, e.Code, e.Text, e.Method)
+}
+
+func (e *Error) Unwrap() error { return e.Cause }
+
+func notExecuted(cause error) error {
+	return fmt.Errorf("%w: %w", ErrNotExecuted, cause)
+}
+
+func (c *Conn) faultError(f Fault) error {
+	if c.cfg.FaultError != nil {
+		return c.cfg.FaultError(f)
+	}
+	return &Error{f}
+}
+
+// protocolFault is a hard error this side found in what the peer sent.
+func (c *Conn) protocolFault(code proto.ReplyCode, format string, args ...any) error {
+	return c.faultError(Fault{Hard: true, Local: true, Code: code, Text: fmt.Sprintf(format, args...)})
+}

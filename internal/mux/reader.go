@@ -1,0 +1,142 @@
+package mux
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/leveret-mq/leveret/internal/proto"
+)
+
+// readLoop is the reader goroutine. It decodes every frame, answers the
+// peer's close requests, and hands replies and asynchronous methods to their
+// channels. It never runs user code and never waits on a user: handlers and
+// completion functions must not block.
+func (c *Conn) readLoop() {
+	defer c.wg.Done()
+	err := c.readFrames()
+	c.fail(err)
+	c.failChannels(c.deadErr)
+}
+
+func (c *Conn) readFrames() error {
+	for {
+		f, err := c.fr.ReadFrame()
+		if err != nil {
+			return c.readError(err)
+		}
+		c.readActivity.Store(true)
+		switch f.Type {
+		case proto.FrameHeartbeat:
+			if f.Channel != 0 {
+				return c.violation(proto.FrameError, "heartbeat on channel %d", f.Channel)
+			}
+		case proto.FrameMethod:
+			m, err := proto.DecodeMethod(f.Payload)
+			if err != nil {
+				return c.violation(proto.FrameError, "bad method frame: %v", err)
+			}
+			if f.Channel == 0 {
+				if done, err := c.handleConnectionMethod(m); done || err != nil {
+					return err
+				}
+				continue
+			}
+			ch := c.channel(f.Channel)
+			if ch == nil {
+				if m.ID() == proto.ChannelCloseOkID {
+					continue // for a channel the broker closed while we closed it too
+				}
+				return c.violation(proto.ChannelError, "%v on unopened channel %d", m.ID(), f.Channel)
+			}
+			if err := ch.handleMethod(m); err != nil {
+				return err
+			}
+		case proto.FrameHeader, proto.FrameBody:
+			ch := c.channel(f.Channel)
+			if ch == nil {
+				return c.violation(proto.ChannelError, "content frame on unopened channel %d", f.Channel)
+			}
+			if err := ch.handleContent(f.Type, f.Payload); err != nil {
+				return err
+			}
+		default:
+			return c.violation(proto.FrameError, "unknown frame type %d", f.Type)
+		}
+	}
+}
+
+// readError classifies a failed read: our own close, a malformed frame
+// (answered with connection.close 501) or a lost connection.
+func (c *Conn) readError(err error) error {
+	select {
+	case <-c.dead:
+		return c.deadErr
+	default:
+	}
+	if errors.Is(err, proto.ErrFrameTooLarge) || errors.Is(err, proto.ErrMalformed) {
+		return c.violation(proto.FrameError, "%v", err)
+	}
+	if errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return c.faultError(Fault{Hard: true, Text: "connection lost", Cause: err})
+}
+
+// violation tells the peer it broke the protocol and returns the error that
+// ends the connection.
+func (c *Conn) violation(code proto.ReplyCode, format string, args ...any) error {
+	text := fmt.Sprintf(format, args...)
+	c.writeNow(&proto.ConnectionClose{ReplyCode: uint16(code), ReplyText: text})
+	return c.protocolFault(code, "%s", text)
+}
+
+// handleConnectionMethod handles channel 0. done reports that the
+// connection has ended (the error then says how).
+func (c *Conn) handleConnectionMethod(m proto.Method) (done bool, err error) {
+	switch m := m.(type) {
+	case *proto.ConnectionClose:
+		c.writeNow(&proto.ConnectionCloseOk{}) // the reader ends next; answer before the socket closes
+		return true, c.faultError(Fault{Hard: true, Code: proto.ReplyCode(m.ReplyCode), Text: m.ReplyText,
+			Method: proto.MethodID(uint32(m.ClassID)<<16 | uint32(m.MethodID))})
+	case *proto.ConnectionCloseOk:
+		close(c.closeOk)
+		return true, ErrClosed
+	case *proto.ConnectionBlocked:
+		c.setBlocked(true)
+		if c.cfg.OnBlocked != nil {
+			c.cfg.OnBlocked(true, m.Reason)
+		}
+	case *proto.ConnectionUnblocked:
+		c.setBlocked(false)
+		if c.cfg.OnBlocked != nil {
+			c.cfg.OnBlocked(false, "")
+		}
+	default:
+		return true, c.violation(proto.CommandInvalid, "unexpected %v on channel 0", m.ID())
+	}
+	return false, nil
+}
+
+func (c *Conn) channel(id uint16) *Channel {
+	c.cmu.Lock()
+	ch := c.chans[id]
+	c.cmu.Unlock()
+	return ch
+}
+
+// failChannels ends every channel with the connection's error. It runs once,
+// on the reader goroutine, after the read loop has stopped.
+func (c *Conn) failChannels(err error) {
+	c.cmu.Lock()
+	c.chansDead = true
+	chans := make([]*Channel, 0, len(c.chans))
+	for id, ch := range c.chans {
+		chans = append(chans, ch)
+		delete(c.chans, id)
+	}
+	c.cmu.Unlock()
+	for _, ch := range chans {
+		ch.end(err, nil)
+	}
+}

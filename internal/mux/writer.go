@@ -1,0 +1,207 @@
+package mux
+
+import (
+	"context"
+	"time"
+
+	"github.com/leveret-mq/leveret/internal/proto"
+	"github.com/leveret-mq/leveret/ops"
+)
+
+// maxSpareBuffer is the largest write buffer kept for reuse: one huge
+// message should not pin its size in memory for the connection's life.
+const maxSpareBuffer = 4 << 20
+
+// enqueue appends frames produced by encode to the output queue under wmu
+// and wakes the writer. If encode fails, nothing is queued. written, if not
+// nil, is called (on the writer goroutine) once the frames reach the socket
+// or can no longer be written.
+func (c *Conn) enqueue(encode func([]byte) ([]byte, error), written func(error)) error {
+	c.wmu.Lock()
+	if c.werr != nil {
+		c.wmu.Unlock()
+		return c.closedErr()
+	}
+	n := len(c.wbuf)
+	buf, err := encode(c.wbuf)
+	if err != nil {
+		c.wbuf = c.wbuf[:n]
+		c.wmu.Unlock()
+		return err
+	}
+	c.wbuf = buf
+	if written != nil {
+		c.wcbs = append(c.wcbs, written)
+	}
+	c.wmu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (c *Conn) enqueueMethod(channel uint16, m proto.Method, written func(error)) error {
+	return c.enqueue(func(dst []byte) ([]byte, error) {
+		return proto.AppendMethodFrame(dst, channel, m)
+	}, written)
+}
+
+func (c *Conn) enqueuePublish(channel uint16, m *proto.BasicPublish, msg *ops.Message, written func(error)) error {
+	frameMax := c.cfg.FrameMax
+	return c.enqueue(func(dst []byte) ([]byte, error) {
+		return proto.AppendPublish(dst, channel, frameMax, m, msg)
+	}, written)
+}
+
+// waitRoom waits until the output queue is under its limit and, for
+// publishes, until the broker has not blocked the connection. It honours ctx.
+func (c *Conn) waitRoom(ctx context.Context, publish bool) error {
+	for {
+		c.wmu.Lock()
+		if c.werr != nil {
+			c.wmu.Unlock()
+			return c.closedErr()
+		}
+		if len(c.wbuf) < c.cfg.WriteLimit && !(publish && c.blocked) {
+			c.wmu.Unlock()
+			return nil
+		}
+		c.roomWaiters = true
+		room := c.room
+		c.wmu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// wakeRoomLocked releases everyone waiting in waitRoom. Callers hold wmu.
+func (c *Conn) wakeRoomLocked() {
+	if c.roomWaiters {
+		close(c.room)
+		c.room = make(chan struct{})
+		c.roomWaiters = false
+	}
+}
+
+func (c *Conn) setBlocked(blocked bool) {
+	c.wmu.Lock()
+	c.blocked = blocked
+	c.wakeRoomLocked()
+	c.wmu.Unlock()
+}
+
+// writeLoop is the writer goroutine: it writes queued output in one system
+// call per batch, sends heartbeats when idle, and ends the connection when
+// the peer has been silent for two heartbeat intervals.
+func (c *Conn) writeLoop() {
+	defer c.wg.Done()
+	var tick <-chan time.Time
+	if hb := c.cfg.Heartbeat; hb > 0 {
+		t := time.NewTicker(hb / 2)
+		defer t.Stop()
+		tick = t.C
+	}
+	silentTicks, wrote := 0, false
+	for {
+		select {
+		case <-c.wake:
+		case <-tick:
+			if c.readActivity.Swap(false) {
+				silentTicks = 0
+			} else if silentTicks++; silentTicks >= 4 {
+				c.fail(c.faultError(Fault{Hard: true, Local: true, Text: "missed heartbeats: peer silent for two intervals", Cause: ErrHeartbeat}))
+				c.failWriteCallbacks()
+				return
+			}
+			if !wrote {
+				c.enqueue(func(dst []byte) ([]byte, error) { return proto.AppendHeartbeat(dst), nil }, nil)
+			}
+			wrote = false
+		case <-c.dead:
+			c.failWriteCallbacks()
+			return
+		}
+		n, err := c.flush()
+		if n > 0 {
+			wrote = true
+		}
+		if err != nil {
+			c.fail(c.faultError(Fault{Hard: true, Text: "write failed", Cause: err}))
+			c.failWriteCallbacks()
+			return
+		}
+	}
+}
+
+// flush writes everything queued so far.
+func (c *Conn) flush() (int, error) {
+	c.wmu.Lock()
+	buf, cbs := c.wbuf, c.wcbs
+	if len(buf) == 0 && len(cbs) == 0 {
+		c.wmu.Unlock()
+		return 0, nil
+	}
+	c.wbuf, c.wcbs = c.wspare[:0], c.wspareCbs[:0]
+	c.wmu.Unlock()
+
+	var err error
+	if len(buf) > 0 {
+		c.ioMu.Lock()
+		if hb := c.cfg.Heartbeat; hb > 0 {
+			c.nc.SetWriteDeadline(time.Now().Add(2 * hb))
+		}
+		_, err = c.nc.Write(buf)
+		c.ioMu.Unlock()
+	}
+	if err != nil {
+		err = c.faultError(Fault{Hard: true, Text: "write failed", Cause: err})
+	}
+	for i, cb := range cbs {
+		cb(err)
+		cbs[i] = nil
+	}
+
+	c.wmu.Lock()
+	if cap(buf) <= maxSpareBuffer {
+		c.wspare = buf[:0]
+	} else {
+		c.wspare = nil
+	}
+	c.wspareCbs = cbs[:0]
+	c.wakeRoomLocked()
+	c.wmu.Unlock()
+	return len(buf), err
+}
+
+// failWriteCallbacks tells everyone still waiting for their frames to be
+// written that they will not be.
+func (c *Conn) failWriteCallbacks() {
+	c.wmu.Lock()
+	cbs := c.wcbs
+	c.wcbs, c.wbuf = nil, nil
+	c.wakeRoomLocked()
+	c.wmu.Unlock()
+	err := c.closedErr()
+	for _, cb := range cbs {
+		cb(err)
+	}
+}
+
+// writeNow writes one method frame on channel 0 directly, bypassing the
+// queue: a close to a peer that broke the protocol, or the close-ok the
+// reader owes before the socket shuts. Its deadline is short because the
+// connection is ending either way.
+func (c *Conn) writeNow(m proto.Method) {
+	frame, err := proto.AppendMethodFrame(nil, 0, m)
+	if err != nil {
+		return
+	}
+	c.ioMu.Lock()
+	c.nc.SetWriteDeadline(time.Now().Add(time.Second))
+	c.nc.Write(frame)
+	c.ioMu.Unlock()
+}

@@ -1,0 +1,125 @@
+package leveret
+
+import (
+	"crypto/tls"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// Option configures Dial. Options override the same settings given as URL
+// query parameters.
+type Option interface{ apply(*config) }
+
+type optionFunc func(*config)
+
+func (f optionFunc) apply(c *config) { f(c) }
+
+type config struct {
+	connectionName    string
+	heartbeat         time.Duration
+	heartbeatSet      bool
+	channelMax        uint16
+	frameMax          uint32
+	connectionTimeout time.Duration
+	tls               *tls.Config
+	external          bool
+	logger            *slog.Logger
+	topologyChannels  int
+	writeLimit        int
+	consumerBuffer    int
+}
+
+func defaultConfig() config {
+	return config{
+		heartbeat:         10 * time.Second,
+		channelMax:        2047,
+		frameMax:          128 << 10,
+		connectionTimeout: 30 * time.Second,
+		topologyChannels:  4,
+		writeLimit:        1 << 20,
+		consumerBuffer:    1024,
+	}
+}
+
+// validate range-checks settings against what the protocol can carry.
+func (c *config) validate() error {
+	switch {
+	case c.heartbeat < 0 || c.heartbeat > 65535*time.Second:
+		return fmt.Errorf("amqp: heartbeat %v out of range 0-65535s", c.heartbeat)
+	case c.frameMax != 0 && c.frameMax < 4096:
+		return fmt.Errorf("amqp: frame_max %d below the protocol minimum 4096", c.frameMax)
+	case c.frameMax > 1<<27:
+		return fmt.Errorf("amqp: frame_max %d above the client limit %d", c.frameMax, 1<<27)
+	case c.topologyChannels < 1 || c.topologyChannels > 64:
+		return fmt.Errorf("amqp: topology channels %d out of range 1-64", c.topologyChannels)
+	case c.writeLimit < 4096:
+		return fmt.Errorf("amqp: write buffer limit %d below 4096", c.writeLimit)
+	case c.consumerBuffer < 1:
+		return fmt.Errorf("amqp: consumer buffer %d below 1", c.consumerBuffer)
+	case c.connectionTimeout < 0:
+		return fmt.Errorf("amqp: connection timeout %v is negative", c.connectionTimeout)
+	case c.external && c.tls == nil:
+		return fmt.Errorf("amqp: EXTERNAL authentication needs TLS (use an amqps URL or WithTLS)")
+	}
+	return nil
+}
+
+// WithConnectionName names the connection; the name shows in the broker's
+// management UI and in `rabbitmqctl list_connections client_properties`.
+func WithConnectionName(name string) Option {
+	return optionFunc(func(c *config) { c.connectionName = name })
+}
+
+// WithHeartbeat asks for a heartbeat interval (default 10 s; 0 disables
+// heartbeats). The broker may lower it. A broker silent for two intervals
+// ends the connection with ErrHeartbeatTimeout.
+func WithHeartbeat(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.heartbeat, c.heartbeatSet = d, true })
+}
+
+// WithChannelMax caps the number of channels (default 2047, the broker may lower it).
+func WithChannelMax(n uint16) Option {
+	return optionFunc(func(c *config) { c.channelMax = n })
+}
+
+// WithFrameMax sets the largest frame in bytes (default 128 KiB, at least 4096).
+func WithFrameMax(n uint32) Option {
+	return optionFunc(func(c *config) { c.frameMax = n })
+}
+
+// WithConnectionTimeout bounds the TCP connect and the AMQP handshake
+// (default 30 s) in addition to Dial's context.
+func WithConnectionTimeout(d time.Duration) Option {
+	return optionFunc(func(c *config) { c.connectionTimeout = d })
+}
+
+// WithTLS connects over TLS with cfg (amqps URLs use a default config).
+func WithTLS(cfg *tls.Config) Option {
+	return optionFunc(func(c *config) { c.tls = cfg })
+}
+
+// WithExternalAuth authenticates with SASL EXTERNAL (the TLS client
+// certificate) instead of PLAIN.
+func WithExternalAuth() Option {
+	return optionFunc(func(c *config) { c.external = true })
+}
+
+// WithLogger sends the client's diagnostic logs to l (default: discarded).
+// Credentials never appear in them.
+func WithLogger(l *slog.Logger) Option {
+	return optionFunc(func(c *config) { c.logger = l })
+}
+
+// WithTopologyChannels sets how many of its own channels the client spreads
+// client-level operations over (default 4, 1-64). The broker runs each
+// channel serially, so more channels use more of its cores.
+func WithTopologyChannels(n int) Option {
+	return optionFunc(func(c *config) { c.topologyChannels = n })
+}
+
+// WithWriteBuffer sets how many bytes may wait for the socket before
+// publishers wait for room (default 1 MiB).
+func WithWriteBuffer(n int) Option {
+	return optionFunc(func(c *config) { c.writeLimit = n })
+}

@@ -1,0 +1,159 @@
+package leveret
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"sync/atomic"
+)
+
+// ErrPending is what Err returns for a promise that has not settled yet.
+var ErrPending = errors.New("amqp: promise not settled yet")
+
+// Promise is the eventual result of an operation. It is settled exactly
+// once, by the connection's goroutines, with a value or an error. Any number
+// of goroutines may wait on it.
+type Promise[T any] struct {
+	done    chan struct{}
+	settled atomic.Bool
+	val     T
+	err     error
+}
+
+func newPromise[T any]() *Promise[T] {
+	return &Promise[T]{done: make(chan struct{})}
+}
+
+// settled returns a promise that is already settled.
+func settled[T any](v T, err error) *Promise[T] {
+	p := &Promise[T]{done: closedChan, val: v, err: err}
+	p.settled.Store(true)
+	return p
+}
+
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
+
+// resolve settles p. The first call wins; later calls are ignored so that
+// a completion racing with a failure cannot panic.
+func (p *Promise[T]) resolve(v T, err error) {
+	if !p.settled.CompareAndSwap(false, true) {
+		return
+	}
+	p.val, p.err = v, err
+	close(p.done)
+}
+
+// Wait blocks until the promise settles or ctx ends. Giving up on ctx stops
+// the wait, not the operation: the broker may still carry it out, and its
+// reply is still read so the channel stays in step.
+func (p *Promise[T]) Wait(ctx context.Context) (T, error) {
+	select {
+	case <-p.done:
+		return p.val, p.err
+	default:
+	}
+	select {
+	case <-p.done:
+		return p.val, p.err
+	case <-ctx.Done():
+		var zero T
+		return zero, ctx.Err()
+	}
+}
+
+// Done is closed once the promise has settled.
+func (p *Promise[T]) Done() <-chan struct{} { return p.done }
+
+// Err does not block: it is ErrPending until the promise settles, then the
+// operation's error (nil on success).
+func (p *Promise[T]) Err() error {
+	select {
+	case <-p.done:
+		return p.err
+	default:
+		return ErrPending
+	}
+}
+
+// Value does not block: it returns the result and true once the promise has
+// settled successfully, else the zero value and false.
+func (p *Promise[T]) Value() (T, bool) {
+	select {
+	case <-p.done:
+		return p.val, p.err == nil
+	default:
+		var zero T
+		return zero, false
+	}
+}
+
+// Waiter is what WaitAll and WaitAny accept: any *Promise[T].
+type Waiter interface {
+	Done() <-chan struct{}
+	Err() error
+}
+
+// WaitAll blocks until every promise has settled or ctx ends. It returns
+// nil if all succeeded, else the error of the first failed promise in
+// argument order (inspect the others with Err), or ctx.Err().
+func WaitAll(ctx context.Context, ws ...Waiter) error {
+	for _, w := range ws {
+		select {
+		case <-w.Done():
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for _, w := range ws {
+		if err := w.Err(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WaitAny blocks until one of the promises settles or ctx ends, and returns
+// its index and error. With no promises it returns -1 and ctx's error once
+// ctx ends.
+func WaitAny(ctx context.Context, ws ...Waiter) (int, error) {
+	for i, w := range ws { // fast path: one is already settled
+		select {
+		case <-w.Done():
+			return i, w.Err()
+		default:
+		}
+	}
+	cases := make([]reflect.SelectCase, 0, len(ws)+1)
+	cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(ctx.Done())})
+	for _, w := range ws {
+		cases = append(cases, reflect.SelectCase{Dir: reflect.SelectRecv, Chan: reflect.ValueOf(w.Done())})
+	}
+	i, _, _ := reflect.Select(cases)
+	if i == 0 {
+		return -1, ctx.Err()
+	}
+	return i - 1, ws[i-1].Err()
+}
+
+// Collect waits for a slice of same-typed promises and returns their values
+// in order. Like WaitAll, it waits for all of them and returns the first
+// error in slice order.
+func Collect[T any](ctx context.Context, ps []*Promise[T]) ([]T, error) {
+	if err := WaitAll(ctx, Waiters(ps)...); err != nil {
+		return nil, err
+	}
+	out := make([]T, len(ps))
+	for i, p := range ps {
+		out[i] = p.val
+	}
+	return out, nil
+}
+
+// Waiters converts a slice of same-typed promises for WaitAll and WaitAny.
+func Waiters[T any](ps []*Promise[T]) []Waiter {
+	ws := make([]Waiter, len(ps))
+	for i, p := range ps {
+		ws[i] = p
+	}
+	return ws
+}
