@@ -1,0 +1,34 @@
+# leveret: tests run against a real RabbitMQ started by scripts/broker.sh (see BROKER-NOTES).
+SHELL := /bin/bash
+GO ?= go
+
+.PHONY: test demo fuzz broker
+
+broker:
+	scripts/broker.sh up
+
+# go test runs with -v so that .ci/run can count the top-level "--- PASS/FAIL/SKIP" lines; the
+# per-package "ok"/"FAIL" lines stay in the output as usual.
+# Generated code must match its generator: after go generate, internal/proto must equal both the
+# index (git diff) and a copy taken before generating. The copy also catches files git does not
+# track yet and works on a machine without git.
+test: broker
+	$(GO) vet ./...
+	@out=$$(gofmt -l .); if [[ -n $$out ]]; then echo "gofmt -l: these files need gofmt:"; echo "$$out"; exit 1; fi
+	@if [[ -f internal/proto/doc.go ]]; then \
+		echo "$(GO) generate ./internal/proto && git diff --exit-code -- internal/proto"; \
+		snap=$$(mktemp -d) && cp -a internal/proto "$$snap/" && \
+		$(GO) generate ./internal/proto && \
+		{ ! git rev-parse --is-inside-work-tree >/dev/null 2>&1 || git diff --exit-code -- internal/proto; } && \
+		diff -ru "$$snap/proto" internal/proto; \
+		rc=$$?; rm -rf "$$snap"; \
+		if ((rc != 0)); then echo "internal/proto: generated code is stale; run go generate ./internal/proto"; fi; \
+		exit $$rc; \
+	fi
+	$(GO) test -race -count=1 -timeout 30m -v ./...
+
+demo: broker
+	$(GO) run ./examples/hello
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz FuzzFrameReader -fuzztime 60s ./internal/proto

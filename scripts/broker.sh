@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# broker.sh: a local RabbitMQ broker for leveret's tests.
+#
+#   scripts/broker.sh up          install (if missing) and start a broker, wait until it answers AMQP
+#   scripts/broker.sh down        stop the broker (errors ignored)
+#   scripts/broker.sh ctl ARGS... run rabbitmqctl ARGS
+#
+# The broker address is taken from $AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/).
+# "up" is idempotent: it does nothing when something already answers AMQP there. Debian's
+# rabbitmq-server package is used; there is no init system, so the node is started with
+# `rabbitmq-server -detached` and runs as the rabbitmq user with its state in /var/lib/rabbitmq.
+set -euo pipefail
+
+readonly READY_TIMEOUT=${BROKER_READY_TIMEOUT:-90} # seconds to wait for the AMQP handshake after a start
+readonly LOCK_FILE=/tmp/leveret-broker.lock
+
+say() { printf 'broker: %s\n' "$*"; }
+die() { printf 'broker: %s\n' "$*" >&2; exit 1; }
+
+SUDO=()
+if [[ $(id -u) -ne 0 ]]; then
+	SUDO=(sudo)
+fi
+
+# parse_addr sets HOST and PORT from $AMQP_URL. Only the authority matters here; the Go client
+# does the strict parsing.
+parse_addr() {
+	local url=${AMQP_URL:-amqp://127.0.0.1:5672/}
+	local scheme=${url%%://*} rest=${url#*://}
+	local authority=${rest%%[/?#]*}
+	authority=${authority##*@} # drop userinfo
+	local default_port=5672
+	[[ $scheme == amqps ]] && default_port=5671
+	if [[ $authority == \[* ]]; then # [IPv6]:port
+		HOST=${authority%%]*}
+		HOST=${HOST#[}
+		PORT=${authority#*]}
+		PORT=${PORT#:}
+	elif [[ $authority == *:* ]]; then
+		HOST=${authority%%:*}
+		PORT=${authority#*:}
+	else
+		HOST=$authority
+		PORT=
+	fi
+	HOST=${HOST:-127.0.0.1}
+	PORT=${PORT:-$default_port}
+	SCHEME=$scheme
+}
+
+# probe succeeds when HOST:PORT answers the AMQP 0-9-1 protocol header with connection.start:
+# a method frame (type 1) on channel 0 whose payload starts with class 10, method 10.
+# The reply is shown as hex only, so no binary reaches the terminal.
+probe() {
+	if [[ $SCHEME == amqps ]]; then
+		# No TLS client in bash: an open port is the best we can check.
+		timeout 3 bash -c 'exec 3<>"/dev/tcp/$0/$1"' "$HOST" "$PORT" 2>/dev/null
+		return
+	fi
+	local hex
+	hex=$(timeout 3 bash -c '
+		exec 3<>"/dev/tcp/$0/$1" || exit 1
+		printf "AMQP\000\000\011\001" >&3
+		head -c 11 <&3 | od -An -v -tx1
+	' "$HOST" "$PORT" 2>/dev/null) || true
+	hex=${hex//[[:space:]]/}
+	# type 01, channel 0000, size (4 bytes), class 000a, method 000a
+	[[ $hex =~ ^010000[0-9a-f]{8}000a000a$ ]]
+}
+
+is_local() {
+	[[ $HOST == 127.* || $HOST == localhost || $HOST == ::1 || $HOST == "$(hostname)" ]]
+}
+
+show_logs() {
+	local f
+	for f in /var/log/rabbitmq/*.log /var/log/rabbitmq/startup_log /var/log/rabbitmq/startup_err; do
+		[[ -s $f ]] || continue
+		printf '==> %s <==\n' "$f" >&2
+		tail -n 40 "$f" >&2
+	done
+}
+
+install_broker() {
+	if dpkg -s rabbitmq-server >/dev/null 2>&1 && command -v rabbitmq-server >/dev/null; then
+		return
+	fi
+	say "installing"
+	local t0=$SECONDS
+	# The lock timeout makes a concurrent apt run (e.g. a provisioning step) a wait, not a failure.
+	"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+		apt-get -qq -o DPkg::Lock::Timeout=300 update
+	"${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive \
+		apt-get -qq -o DPkg::Lock::Timeout=300 install -y --no-install-recommends \
+		-o Dpkg::Options::=--force-unsafe-io rabbitmq-server >/dev/null
+	say "installed after $((SECONDS - t0))s"
+}
+
+# ensure_guest recreates the default guest user (loopback-only by RabbitMQ's default
+# loopback_users setting) if somebody deleted it.
+ensure_guest() {
+	if "${SUDO[@]}" rabbitmqctl -q list_users 2>/dev/null | grep -q '^guest[[:space:]]'; then
+		return
+	fi
+	say "creating user guest"
+	"${SUDO[@]}" rabbitmqctl -q add_user guest guest >/dev/null
+	"${SUDO[@]}" rabbitmqctl -q set_user_tags guest administrator >/dev/null
+	"${SUDO[@]}" rabbitmqctl -q set_permissions -p / guest '.*' '.*' '.*' >/dev/null
+}
+
+cmd_up() {
+	parse_addr
+	if probe; then
+		exit 0
+	fi
+	is_local || die "nothing answers AMQP at $HOST:$PORT and it is not a local address"
+
+	# Serialise concurrent "up" calls; the second one finds the node the first one started.
+	exec 9>"$LOCK_FILE"
+	flock 9
+	if probe; then
+		exit 0
+	fi
+
+	install_broker
+	local t0=$SECONDS
+	local node_env=()
+	if [[ $PORT != 5672 ]]; then
+		node_env=(RABBITMQ_NODE_PORT="$PORT")
+	fi
+	if "${SUDO[@]}" rabbitmqctl -q ping >/dev/null 2>&1; then
+		# The node runs but its application was stopped (rabbitmqctl stop_app).
+		say "starting app"
+		"${SUDO[@]}" rabbitmqctl -q start_app >/dev/null 2>&1 9>&- || true
+	else
+		say "starting"
+		# 9>&-: the node must not inherit the lock.
+		"${SUDO[@]}" env "${node_env[@]}" rabbitmq-server -detached >/dev/null 2>&1 9>&- || true
+	fi
+	while ! probe; do
+		if ((SECONDS - t0 >= READY_TIMEOUT)); then
+			printf 'broker: not ready after %ds at %s:%s\n' "$READY_TIMEOUT" "$HOST" "$PORT" >&2
+			show_logs
+			exit 1
+		fi
+		sleep 0.5
+	done
+	say "ready after $((SECONDS - t0))s"
+	ensure_guest
+}
+
+cmd_down() {
+	command -v rabbitmqctl >/dev/null || return 0
+	# With the pid file, rabbitmqctl stop returns only after the Erlang VM has exited, so an
+	# immediate "up" does not collide with a node that is still shutting down.
+	local pid_file
+	pid_file=/var/lib/rabbitmq/mnesia/rabbit@$(hostname -s).pid
+	if [[ -f $pid_file ]]; then
+		"${SUDO[@]}" rabbitmqctl -q stop "$pid_file" >/dev/null 2>&1 || true
+	else
+		"${SUDO[@]}" rabbitmqctl -q stop >/dev/null 2>&1 || true
+	fi
+}
+
+case ${1:-} in
+up) cmd_up ;;
+down) cmd_down ;;
+ctl)
+	shift
+	exec "${SUDO[@]}" rabbitmqctl "$@"
+	;;
+*)
+	echo "usage: $0 up | down | ctl ARGS..." >&2
+	exit 2
+	;;
+esac
