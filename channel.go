@@ -22,14 +22,76 @@ type Channel struct {
 	done    chan struct{} // closed when the channel has ended
 	endOnce sync.Once
 	endErr  error
+
+	mu        sync.Mutex
+	consumers map[string]*Consumer
+	unacked   tagSet // deliveries awaiting ack, for refusing unknown tags locally
+	prefetch  int    // largest prefetch count set on the channel
+	onReturn  func(ops.Return)
+	onConfirm func(Confirmation)
+	onClose   func(error)
+	ended     bool
 }
 
 func newChannel(c *Client) *Channel {
-	return &Channel{c: c, done: make(chan struct{})}
+	return &Channel{c: c, done: make(chan struct{}), consumers: make(map[string]*Consumer), onReturn: c.cfg.onReturn}
 }
 
-// Async implements mux.Handler; it runs on the reader goroutine.
-func (ch *Channel) Async(m proto.Method, msg *ops.Message) {}
+// openChannel opens a channel without waiting for channel.open-ok;
+// operations issued on it pipeline behind the open.
+func (c *Client) openChannel(opened func(error)) (*Channel, error) {
+	ch := newChannel(c)
+	mc, err := c.conn.OpenChannel(ch, opened)
+	if err != nil {
+		return nil, err
+	}
+	ch.mc = mc
+	return ch, nil
+}
+
+// Async implements mux.Handler. It runs on the reader goroutine, so it
+// only hands work on: deliveries to consumer buffers, returns and confirms
+// to the client's dispatcher goroutine.
+func (ch *Channel) Async(m proto.Method, msg *ops.Message) {
+	switch m := m.(type) {
+	case *proto.BasicDeliver:
+		ch.mu.Lock()
+		cs := ch.consumers[m.ConsumerTag]
+		if cs != nil && !cs.noAck {
+			ch.unacked.add(m.DeliveryTag)
+		}
+		ch.mu.Unlock()
+		if cs == nil {
+			// A delivery racing a cancel we already completed: give it back.
+			ch.c.cfg.logger.Warn("amqp: delivery for unknown consumer; rejecting with requeue", "consumer", m.ConsumerTag)
+			ch.mc.Call(&mux.Request{Method: &proto.BasicReject{DeliveryTag: m.DeliveryTag, Requeue: true}})
+			return
+		}
+		cs.deliver(&Delivery{Message: *msg, ConsumerTag: m.ConsumerTag, DeliveryTag: m.DeliveryTag,
+			Redelivered: m.Redelivered, Exchange: m.Exchange, RoutingKey: m.RoutingKey, ch: ch})
+	case *proto.BasicCancel:
+		ch.mu.Lock()
+		cs := ch.consumers[m.ConsumerTag]
+		ch.mu.Unlock()
+		if cs != nil {
+			cs.end(ErrConsumerCancelled)
+		}
+	case *proto.BasicReturn:
+		ch.mu.Lock()
+		fn := ch.onReturn
+		ch.mu.Unlock()
+		r := ops.Return{ReplyCode: m.ReplyCode, ReplyText: m.ReplyText, Exchange: m.Exchange, RoutingKey: m.RoutingKey, Message: *msg}
+		if fn == nil {
+			ch.c.cfg.logger.Warn("amqp: message returned and no return handler is set", "exchange", r.Exchange, "routing_key", r.RoutingKey, "reply_code", r.ReplyCode)
+			return
+		}
+		ch.c.dispatch.post(func() { fn(r) })
+	case *proto.BasicAck:
+		ch.confirmed(Confirmation{Ack: true, DeliveryTag: m.DeliveryTag, Multiple: m.Multiple})
+	case *proto.BasicNack:
+		ch.confirmed(Confirmation{DeliveryTag: m.DeliveryTag, Multiple: m.Multiple})
+	}
+}
 
 // Closed implements mux.Handler; it runs on the reader goroutine.
 func (ch *Channel) Closed(err error) {
@@ -37,6 +99,21 @@ func (ch *Channel) Closed(err error) {
 		ch.endErr = err
 		close(ch.done)
 	})
+	ch.mu.Lock()
+	consumers := make([]*Consumer, 0, len(ch.consumers))
+	for _, cs := range ch.consumers {
+		consumers = append(consumers, cs)
+	}
+	ch.unacked.clear()
+	ch.ended = true
+	onClose := ch.onClose
+	ch.mu.Unlock()
+	if onClose != nil {
+		ch.c.dispatch.post(func() { onClose(err) })
+	}
+	for _, cs := range consumers {
+		cs.end(err)
+	}
 }
 
 // Done is closed when the channel has ended.
@@ -72,12 +149,12 @@ func (ch *Channel) Close(ctx context.Context) error {
 	return err
 }
 
-func (ch *Channel) issue(_ [2]string, m proto.Method, done func(proto.Method, error)) {
-	err := ch.mc.Call(&mux.Request{Method: m, Done: func(reply proto.Method, _ *ops.Message, err error) {
-		done(reply, err)
+func (ch *Channel) issue(_ [2]string, m proto.Method, done replyFunc) {
+	err := ch.mc.Call(&mux.Request{Method: m, Done: func(reply proto.Method, msg *ops.Message, err error) {
+		done(reply, msg, ch, err)
 	}})
 	if err != nil {
-		done(nil, err)
+		done(nil, nil, ch, err)
 	}
 }
 

@@ -2,6 +2,7 @@ package leveret
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -18,18 +19,22 @@ import (
 // fails (operations queued behind it are re-issued on a fresh channel).
 // Use Channel for an explicit channel whose operations share its fate.
 type Client struct {
-	conn    *mux.Conn
-	cfg     config
-	tuning  tuning
-	pool    *pool
-	blocked atomic.Bool
+	conn     *mux.Conn
+	cfg      config
+	tuning   tuning
+	pool     *pool
+	dispatch *dispatcher
+	blocked  atomic.Bool
 
 	closeOnce sync.Once
 	closeErr  error
 }
 
 func newClient(nc net.Conn, fr *proto.FrameReader, t tuning, cfg config) *Client {
-	c := &Client{cfg: cfg, tuning: t}
+	if cfg.logger == nil {
+		cfg.logger = slog.New(slog.DiscardHandler)
+	}
+	c := &Client{cfg: cfg, tuning: t, dispatch: newDispatcher(cfg.logger)}
 	c.conn = mux.New(nc, fr, newMuxConfig(t, cfg, c.onBlocked))
 	c.pool = newPool(c, cfg.topologyChannels)
 	return c
@@ -62,7 +67,10 @@ func (c *Client) Err() error { return c.conn.Err() }
 // ErrClosed. Close joins every goroutine the client started and is
 // idempotent; it returns ctx's error if the broker did not answer in time.
 func (c *Client) Close(ctx context.Context) error {
-	c.closeOnce.Do(func() { c.closeErr = c.conn.Close(ctx) })
+	c.closeOnce.Do(func() {
+		c.closeErr = c.conn.Close(ctx)
+		c.dispatch.close()
+	})
 	return c.closeErr
 }
 
@@ -71,15 +79,13 @@ func (c *Client) Close(ctx context.Context) error {
 // closes it, operations issued behind the failing one fail with
 // ErrNotExecuted wrapping the cause, and Err reports the cause.
 func (c *Client) Channel(ctx context.Context) (*Channel, error) {
-	ch := newChannel(c)
 	opened := newPromise[struct{}]()
-	mc, err := c.conn.OpenChannel(ch, func(err error) { opened.resolve(struct{}{}, err) })
+	ch, err := c.openChannel(func(err error) { opened.resolve(struct{}{}, err) })
 	if err != nil {
 		return nil, err
 	}
-	ch.mc = mc
 	if _, err := opened.Wait(ctx); err != nil {
-		mc.Close(func(error) {}) // nobody will use it: do not leak the number
+		ch.mc.Close(func(error) {}) // nobody will use it: do not leak the number
 		return nil, err
 	}
 	return ch, nil

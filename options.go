@@ -2,7 +2,9 @@ package leveret
 
 import (
 	"crypto/tls"
+
 	"fmt"
+	"github.com/leveret-mq/leveret/ops"
 	"log/slog"
 	"time"
 )
@@ -28,6 +30,7 @@ type config struct {
 	topologyChannels  int
 	writeLimit        int
 	consumerBuffer    int
+	onReturn          func(ops.Return)
 }
 
 func defaultConfig() config {
@@ -122,4 +125,17 @@ func WithTopologyChannels(n int) Option {
 // publishers wait for room (default 1 MiB).
 func WithWriteBuffer(n int) Option {
 	return optionFunc(func(c *config) { c.writeLimit = n })
+}
+
+// WithConsumerBuffer sets the smallest delivery buffer of a consumer
+// (default 1024). A consumer's buffer is at least its prefetch count.
+func WithConsumerBuffer(n int) Option {
+	return optionFunc(func(c *config) { c.consumerBuffer = n })
+}
+
+// WithReturnHandler sets the handler for mandatory messages returned to
+// Client.Publish. It runs on the client's dispatcher goroutine (see
+// Channel.OnReturn). Without one, returned messages are logged and dropped.
+func WithReturnHandler(fn func(ops.Return)) Option {
+	return optionFunc(func(c *config) { c.onReturn = fn })
 }

@@ -9,13 +9,17 @@ import (
 // or an explicit channel. keys name the exchanges and queues it touches, so
 // the pool can keep operations on one entity in order.
 type issuer interface {
-	issue(keys [2]string, m proto.Method, done func(reply proto.Method, err error))
+	issue(keys [2]string, m proto.Method, done replyFunc)
 }
+
+// replyFunc gets an operation's reply, the content that came with it (valid
+// only during the call) and the channel it ran on, or the error.
+type replyFunc func(reply proto.Method, msg *ops.Message, ch *Channel, err error)
 
 // issue sends m through is and returns a promise of conv(reply).
 func issue[T any](is issuer, keys [2]string, m proto.Method, conv func(proto.Method) T) *Promise[T] {
 	p := newPromise[T]()
-	is.issue(keys, m, func(reply proto.Method, err error) {
+	is.issue(keys, m, func(reply proto.Method, _ *ops.Message, _ *Channel, err error) {
 		if err != nil {
 			var zero T
 			p.resolve(zero, err)

@@ -70,7 +70,7 @@ const maxBodyPrealloc = 8 << 20
 type nopHandler struct{}
 
 func (nopHandler) Async(proto.Method, *ops.Message) {}
-func (nopHandler) Closed(error)                      {}
+func (nopHandler) Closed(error)                     {}
 
 // OpenChannel allocates a channel number and queues channel.open without
 // waiting for channel.open-ok: operations issued on the channel at once are
@@ -154,13 +154,16 @@ func (ch *Channel) Call(r *Request) error {
 }
 
 // Publish sends basic.publish with its content. It waits, honouring ctx,
-// while the output queue is full or the broker has blocked the connection.
+// while the output queue is full or the broker has blocked the connection;
+// with a nil ctx it does not wait (for sends made on the reader goroutine).
 // The method, header and body frames go out contiguously. msg is encoded
 // before Publish returns unless a barrier is pending, in which case it is
 // copied; either way the caller may reuse msg.Body afterwards.
 func (ch *Channel) Publish(ctx context.Context, m *proto.BasicPublish, msg *ops.Message, written func(error)) error {
-	if err := ch.c.waitRoom(ctx, true); err != nil {
-		return err
+	if ctx != nil {
+		if err := ch.c.waitRoom(ctx, true); err != nil {
+			return err
+		}
 	}
 	ch.mu.Lock()
 	defer ch.mu.Unlock()

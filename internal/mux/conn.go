@@ -60,7 +60,7 @@ type Conn struct {
 	chansDead bool // set once every channel has been failed
 
 	// Lifecycle.
-	closing  atomic.Bool   // Close has begun: no new operations
+	closing  atomic.Bool // Close has begun: no new operations
 	failOnce sync.Once
 	dead     chan struct{} // closed when the connection has ended
 	deadErr  error         // why; written before dead is closed

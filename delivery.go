@@ -1,0 +1,122 @@
+package leveret
+
+import (
+	"errors"
+
+	"github.com/leveret-mq/leveret/internal/mux"
+	"github.com/leveret-mq/leveret/internal/proto"
+	"github.com/leveret-mq/leveret/ops"
+)
+
+// ErrUnknownDeliveryTag reports an ack, nack or reject of a delivery that
+// is not outstanding on its channel (already acknowledged, or received
+// with NoAck). It is refused locally: sending it would make the broker close
+// the channel with 406.
+var ErrUnknownDeliveryTag = errors.New("amqp: unknown delivery tag (already acknowledged?)")
+
+// Delivery is a message received by a consumer or by Get. The embedded
+// Message, including Body, belongs to the receiver.
+type Delivery struct {
+	ops.Message
+	ConsumerTag  string // empty for Get
+	DeliveryTag  uint64 // identifies the delivery on its channel, for acks
+	Redelivered  bool   // delivered before and not acknowledged
+	Exchange     string
+	RoutingKey   string
+	MessageCount uint32 // for Get: messages left in the queue
+
+	ch *Channel
+}
+
+// Ack acknowledges the delivery. It does not block: the promise settles
+// when the ack is queued for the socket, or at once with an error if the
+// delivery's channel has ended (nothing is sent to another channel) or the
+// delivery was already acknowledged.
+func (d *Delivery) Ack() *Promise[struct{}] {
+	return d.ch.Ack(ops.Ack{DeliveryTag: d.DeliveryTag})
+}
+
+// Nack rejects the delivery (and, with o.Multiple, every earlier
+// unacknowledged one on its channel). o.DeliveryTag is ignored.
+func (d *Delivery) Nack(o ops.Nack) *Promise[struct{}] {
+	o.DeliveryTag = d.DeliveryTag
+	return d.ch.Nack(o)
+}
+
+// Reject rejects the delivery. o.DeliveryTag is ignored.
+func (d *Delivery) Reject(o ops.Reject) *Promise[struct{}] {
+	o.DeliveryTag = d.DeliveryTag
+	return d.ch.Reject(o)
+}
+
+// GetResult is the outcome of Get: a delivery, or none when the queue was empty.
+type GetResult struct {
+	Delivery *Delivery // nil when the queue was empty
+}
+
+// Empty reports that the queue had no message.
+func (g GetResult) Empty() bool { return g.Delivery == nil }
+
+var settledOK = settled(struct{}{}, nil)
+
+// Ack acknowledges deliveries received on this channel. It does not block
+// and refuses locally (ErrUnknownDeliveryTag) a tag that is not outstanding.
+func (ch *Channel) Ack(o ops.Ack) *Promise[struct{}] {
+	return ch.acknowledge(o.DeliveryTag, o.Multiple, &proto.BasicAck{DeliveryTag: o.DeliveryTag, Multiple: o.Multiple})
+}
+
+// Nack rejects deliveries received on this channel. It does not block.
+func (ch *Channel) Nack(o ops.Nack) *Promise[struct{}] {
+	return ch.acknowledge(o.DeliveryTag, o.Multiple, &proto.BasicNack{DeliveryTag: o.DeliveryTag, Multiple: o.Multiple, Requeue: o.Requeue})
+}
+
+// Reject rejects one delivery received on this channel. It does not block.
+func (ch *Channel) Reject(o ops.Reject) *Promise[struct{}] {
+	return ch.acknowledge(o.DeliveryTag, false, &proto.BasicReject{DeliveryTag: o.DeliveryTag, Requeue: o.Requeue})
+}
+
+// acknowledge checks the tag against the outstanding set and sends m. The
+// check and the send happen under one lock so concurrent acks of one tag
+// cannot both pass.
+func (ch *Channel) acknowledge(tag uint64, multiple bool, m proto.Method) *Promise[struct{}] {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if err := ch.mc.Err(); err != nil {
+		return settled(struct{}{}, err)
+	}
+	var known bool
+	if multiple {
+		known = ch.unacked.removeUpTo(tag) > 0
+	} else {
+		known = ch.unacked.remove(tag)
+	}
+	if !known {
+		return settled(struct{}{}, ErrUnknownDeliveryTag)
+	}
+	if err := ch.mc.Call(&mux.Request{Method: m}); err != nil {
+		return settled(struct{}{}, err)
+	}
+	return settledOK
+}
+
+// Recover asks the broker to redeliver every unacknowledged delivery on
+// this channel. It does not block.
+func (ch *Channel) Recover(o ops.Recover) *Promise[struct{}] {
+	return issue(ch, [2]string{}, &proto.BasicRecover{Requeue: o.Requeue}, func(proto.Method) struct{} {
+		ch.mu.Lock()
+		ch.unacked.clear() // every outstanding tag is void: redeliveries get new ones
+		ch.mu.Unlock()
+		return struct{}{}
+	})
+}
+
+// Qos sets the prefetch limits (basic.qos). It does not block.
+func (ch *Channel) Qos(o ops.Qos) *Promise[struct{}] {
+	if o.PrefetchCount > 0 {
+		ch.mu.Lock()
+		ch.prefetch = max(ch.prefetch, int(o.PrefetchCount))
+		ch.mu.Unlock()
+	}
+	return issue(ch, [2]string{}, &proto.BasicQos{PrefetchCount: o.PrefetchCount, PrefetchSize: o.PrefetchSize, Global: o.Global},
+		func(proto.Method) struct{} { return struct{}{} })
+}

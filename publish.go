@@ -1,0 +1,159 @@
+package leveret
+
+import (
+	"context"
+
+	"github.com/leveret-mq/leveret/internal/mux"
+	"github.com/leveret-mq/leveret/internal/proto"
+	"github.com/leveret-mq/leveret/ops"
+)
+
+// Publish sends a message on this channel. It waits, honouring ctx, only
+// while the connection's output buffer is full or the broker has blocked
+// publishing (connection.blocked). The promise settles when the frames have
+// been written to the socket; that is not a confirmation that the broker
+// took the message: use the confirm package for that. If the broker
+// rejects the publish (say, 404 for a missing exchange) it closes the
+// channel, and the error surfaces at the next operation on the channel and
+// in Err. The caller may reuse o.Message.Body as soon as Publish returns.
+func (ch *Channel) Publish(ctx context.Context, o ops.Publish) *Promise[struct{}] {
+	p := newPromise[struct{}]()
+	m := &proto.BasicPublish{Exchange: o.Exchange, RoutingKey: o.RoutingKey, Mandatory: o.Mandatory}
+	if err := ch.mc.Publish(ctx, m, &o.Message, func(err error) { p.resolve(struct{}{}, err) }); err != nil {
+		p.resolve(struct{}{}, err)
+	}
+	return p
+}
+
+// Publish sends a message on one of the client's own channels, chosen so
+// that it goes out after client-level operations still pending on its
+// exchange (or, for the default exchange, its queue). Otherwise it behaves
+// like Channel.Publish; a broker-side failure is logged and the client's
+// channel replaced. Returned mandatory messages go to the handler set with
+// WithReturnHandler.
+func (c *Client) Publish(ctx context.Context, o ops.Publish) *Promise[struct{}] {
+	p := newPromise[struct{}]()
+	m := &proto.BasicPublish{Exchange: o.Exchange, RoutingKey: o.RoutingKey, Mandatory: o.Mandatory}
+	if err := c.pool.publish(ctx, &o, m, func(err error) { p.resolve(struct{}{}, err) }); err != nil {
+		p.resolve(struct{}{}, err)
+	}
+	return p
+}
+
+// Get fetches one message from a queue on the client's channel pool. The
+// delivery is acknowledged on the channel it came from. It does not block.
+func (c *Client) Get(o ops.Get) *Promise[GetResult] {
+	p := newPromise[GetResult]()
+	c.pool.issue(queueKeys(o.Queue, ""), &proto.BasicGet{Queue: o.Queue, NoAck: o.NoAck}, getReply(p, o.NoAck))
+	return p
+}
+
+// getReply settles a Get's promise from basic.get-ok or basic.get-empty.
+func getReply(p *Promise[GetResult], noAck bool) replyFunc {
+	return func(reply proto.Method, msg *ops.Message, ch *Channel, err error) {
+		ok, _ := reply.(*proto.BasicGetOk)
+		if err != nil || ok == nil {
+			p.resolve(GetResult{}, err)
+			return
+		}
+		d := &Delivery{Message: *msg, DeliveryTag: ok.DeliveryTag, Redelivered: ok.Redelivered,
+			Exchange: ok.Exchange, RoutingKey: ok.RoutingKey, MessageCount: ok.MessageCount, ch: ch}
+		if !noAck {
+			ch.mu.Lock()
+			ch.unacked.add(ok.DeliveryTag)
+			ch.mu.Unlock()
+		}
+		p.resolve(GetResult{Delivery: d}, nil)
+	}
+}
+
+// Get fetches one message from a queue, if there is one. It does not block.
+func (ch *Channel) Get(o ops.Get) *Promise[GetResult] {
+	p := newPromise[GetResult]()
+	ch.issue([2]string{}, &proto.BasicGet{Queue: o.Queue, NoAck: o.NoAck}, getReply(p, o.NoAck))
+	return p
+}
+
+// Confirmation is a publisher confirm: the broker's basic.ack (Ack true)
+// or basic.nack for the publish numbered DeliveryTag (counting from 1 after
+// ConfirmSelect, in publish order) and, with Multiple, every earlier one.
+type Confirmation struct {
+	Ack         bool
+	DeliveryTag uint64
+	Multiple    bool
+}
+
+// ConfirmSelect puts the channel in confirm mode (confirm.select): from
+// then on the broker confirms every publish, and OnConfirm's handler sees
+// the confirmations. Most programs use the confirm package instead. It does
+// not block; publishes issued after it count from 1.
+func (ch *Channel) ConfirmSelect() *Promise[struct{}] {
+	return issue(ch, [2]string{}, &proto.ConfirmSelect{}, func(proto.Method) struct{} { return struct{}{} })
+}
+
+// OnReturn sets the handler for mandatory messages returned on this
+// channel. OnReturn, OnConfirm and OnClose handlers run one at a time on
+// the client's dispatcher goroutine, in the order the broker sent the
+// events (a return comes before the confirmation of the same message).
+// A handler must return promptly: while it runs, later events wait.
+func (ch *Channel) OnReturn(fn func(ops.Return)) {
+	ch.mu.Lock()
+	ch.onReturn = fn
+	ch.mu.Unlock()
+}
+
+// OnConfirm sets the handler for publisher confirmations on this channel.
+// See OnReturn for where and in which order handlers run.
+func (ch *Channel) OnConfirm(fn func(Confirmation)) {
+	ch.mu.Lock()
+	ch.onConfirm = fn
+	ch.mu.Unlock()
+}
+
+// OnClose sets a handler called once with the reason the channel ended,
+// after every return and confirmation the broker sent before that. See
+// OnReturn for where handlers run. If the channel has already ended, the
+// handler is queued at once.
+func (ch *Channel) OnClose(fn func(error)) {
+	ch.mu.Lock()
+	ch.onClose = fn
+	ended := ch.ended
+	ch.mu.Unlock()
+	if ended {
+		ch.c.dispatch.post(func() { fn(ch.endErr) })
+	}
+}
+
+func (ch *Channel) confirmed(cf Confirmation) {
+	ch.mu.Lock()
+	fn := ch.onConfirm
+	ch.mu.Unlock()
+	if fn != nil {
+		ch.c.dispatch.post(func() { fn(cf) })
+	}
+}
+
+// TxSelect puts the channel in transaction mode (tx.select). Most programs
+// use the tx package instead. It does not block.
+func (ch *Channel) TxSelect() *Promise[struct{}] {
+	return issue(ch, [2]string{}, &proto.TxSelect{}, func(proto.Method) struct{} { return struct{}{} })
+}
+
+// TxCommit commits the current transaction. Nothing issued on the channel
+// after it is sent until the broker answers: it is a barrier. It does not block.
+func (ch *Channel) TxCommit() *Promise[struct{}] { return ch.barrier(&proto.TxCommit{}) }
+
+// TxRollback abandons the current transaction; like TxCommit it is a
+// barrier. It does not block.
+func (ch *Channel) TxRollback() *Promise[struct{}] { return ch.barrier(&proto.TxRollback{}) }
+
+func (ch *Channel) barrier(m proto.Method) *Promise[struct{}] {
+	p := newPromise[struct{}]()
+	err := ch.mc.Call(&mux.Request{Method: m, Barrier: true, Done: func(_ proto.Method, _ *ops.Message, err error) {
+		p.resolve(struct{}{}, err)
+	}})
+	if err != nil {
+		p.resolve(struct{}{}, err)
+	}
+	return p
+}
