@@ -54,7 +54,10 @@ type Channel struct {
 	closing bool       // channel.close sent by us
 	err     error      // why the channel ended; nil while open
 
-	asm assembly // content being assembled; reader goroutine only
+	// Reader goroutine only.
+	asm       assembly           // content being assembled
+	deliver   proto.BasicDeliver // reused for every basic.deliver
+	lastProps ops.Message        // previous content's string properties, for reuse
 }
 
 type assembly struct {

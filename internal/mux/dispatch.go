@@ -55,7 +55,7 @@ func (ch *Channel) handleContent(typ uint8, payload []byte) error {
 		if a.header {
 			return ch.c.violation(proto.UnexpectedFrame, "second content header on channel %d", ch.ID)
 		}
-		_, size, err := proto.DecodeContentHeader(payload, &a.msg)
+		_, size, err := proto.DecodeContentHeaderReusing(payload, &a.msg, &ch.lastProps)
 		if err != nil {
 			return ch.c.violation(proto.FrameError, "bad content header: %v", err)
 		}
@@ -76,7 +76,11 @@ func (ch *Channel) handleContent(typ uint8, payload []byte) error {
 		return nil
 	}
 	m := a.m
-	defer func() { ch.asm = assembly{} }()
+	defer func() {
+		ch.lastProps = a.msg
+		ch.lastProps.Body, ch.lastProps.Headers = nil, nil
+		ch.asm = assembly{}
+	}()
 	if _, ok := m.(*proto.BasicGetOk); ok {
 		return ch.reply(m, &a.msg)
 	}

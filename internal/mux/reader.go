@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -32,17 +33,21 @@ func (c *Conn) readFrames() error {
 				return c.violation(proto.FrameError, "heartbeat on channel %d", f.Channel)
 			}
 		case proto.FrameMethod:
-			m, err := proto.DecodeMethod(f.Payload)
-			if err != nil {
-				return c.violation(proto.FrameError, "bad method frame: %v", err)
-			}
 			if f.Channel == 0 {
+				m, err := proto.DecodeMethod(f.Payload)
+				if err != nil {
+					return c.violation(proto.FrameError, "bad method frame: %v", err)
+				}
 				if done, err := c.handleConnectionMethod(m); done || err != nil {
 					return err
 				}
 				continue
 			}
 			ch := c.channel(f.Channel)
+			m, err := decodeChannelMethod(ch, f.Payload)
+			if err != nil {
+				return c.violation(proto.FrameError, "bad method frame: %v", err)
+			}
 			if ch == nil {
 				if m.ID() == proto.ChannelCloseOkID {
 					continue // for a channel the broker closed while we closed it too
@@ -64,6 +69,19 @@ func (c *Conn) readFrames() error {
 			return c.violation(proto.FrameError, "unknown frame type %d", f.Type)
 		}
 	}
+}
+
+// decodeChannelMethod decodes a method frame for ch. basic.deliver, the
+// one method that arrives per message, is decoded into the channel's own
+// struct, reusing its strings: the handler sees it only during its call.
+func decodeChannelMethod(ch *Channel, payload []byte) (proto.Method, error) {
+	if ch != nil && len(payload) >= 4 && proto.MethodID(binary.BigEndian.Uint32(payload)) == proto.BasicDeliverID {
+		if err := ch.deliver.DecodeReusing(payload[4:]); err != nil {
+			return nil, err
+		}
+		return &ch.deliver, nil
+	}
+	return proto.DecodeMethod(payload)
 }
 
 // readError classifies a failed read: our own close, a malformed frame

@@ -99,35 +99,38 @@ func (c *Conn) setBlocked(blocked bool) {
 // the peer has been silent for two heartbeat intervals.
 func (c *Conn) writeLoop() {
 	defer c.wg.Done()
+	// Ticks come four times an interval. A heartbeat goes out after two
+	// ticks without output (half an interval); the peer is declared dead
+	// after seven ticks without input, which is between 1.75 and 2
+	// intervals after its last frame: within the two the spec allows.
 	var tick <-chan time.Time
 	if hb := c.cfg.Heartbeat; hb > 0 {
-		t := time.NewTicker(hb / 2)
+		t := time.NewTicker(hb / 4)
 		defer t.Stop()
 		tick = t.C
 	}
-	silentTicks, wrote := 0, false
+	silentTicks, idleTicks := 0, 0
 	for {
 		select {
 		case <-c.wake:
 		case <-tick:
 			if c.readActivity.Swap(false) {
 				silentTicks = 0
-			} else if silentTicks++; silentTicks >= 4 {
+			} else if silentTicks++; silentTicks >= 7 {
 				c.fail(c.faultError(Fault{Hard: true, Local: true, Text: "missed heartbeats: peer silent for two intervals", Cause: ErrHeartbeat}))
 				c.failWriteCallbacks()
 				return
 			}
-			if !wrote {
+			if idleTicks++; idleTicks >= 2 {
 				c.enqueue(func(dst []byte) ([]byte, error) { return proto.AppendHeartbeat(dst), nil }, nil)
 			}
-			wrote = false
 		case <-c.dead:
 			c.failWriteCallbacks()
 			return
 		}
 		n, err := c.flush()
 		if n > 0 {
-			wrote = true
+			idleTicks = 0
 		}
 		if err != nil {
 			c.fail(c.faultError(Fault{Hard: true, Text: "write failed", Cause: err}))

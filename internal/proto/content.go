@@ -103,6 +103,10 @@ func propertyFlags(msg *ops.Message) uint16 {
 // returned with an error wrapping ErrMalformed, as is truncated or
 // over-long input. It never panics.
 func DecodeContentHeader(payload []byte, msg *ops.Message) (classID uint16, bodySize uint64, err error) {
+	return decodeContentHeader(payload, msg, &ops.Message{})
+}
+
+func decodeContentHeader(payload []byte, msg, prev *ops.Message) (classID uint16, bodySize uint64, err error) {
 	d := decoder{src: payload}
 	classID = d.short()
 	d.short() // weight, unused
@@ -118,14 +122,14 @@ func DecodeContentHeader(payload []byte, msg *ops.Message) (classID uint16, body
 		return classID, bodySize, fmt.Errorf("%w: content header for class %d", ErrMalformed, classID)
 	}
 	*msg = ops.Message{Body: msg.Body}
-	str := func(flag uint16) string {
+	str := func(flag uint16, prev string) string {
 		if flags&flag == 0 {
 			return ""
 		}
-		return d.shortstr()
+		return d.shortstrLike(prev)
 	}
-	msg.ContentType = str(flagContentType)
-	msg.ContentEncoding = str(flagContentEncoding)
+	msg.ContentType = str(flagContentType, prev.ContentType)
+	msg.ContentEncoding = str(flagContentEncoding, prev.ContentEncoding)
 	if flags&flagHeaders != 0 {
 		msg.Headers = d.table()
 	}
@@ -135,17 +139,17 @@ func DecodeContentHeader(payload []byte, msg *ops.Message) (classID uint16, body
 	if flags&flagPriority != 0 {
 		msg.Priority = d.octet()
 	}
-	msg.CorrelationID = str(flagCorrelationID)
-	msg.ReplyTo = str(flagReplyTo)
-	msg.Expiration = str(flagExpiration)
-	msg.MessageID = str(flagMessageID)
+	msg.CorrelationID = str(flagCorrelationID, prev.CorrelationID)
+	msg.ReplyTo = str(flagReplyTo, prev.ReplyTo)
+	msg.Expiration = str(flagExpiration, prev.Expiration)
+	msg.MessageID = str(flagMessageID, prev.MessageID)
 	if flags&flagTimestamp != 0 {
 		msg.Timestamp = d.timestamp()
 	}
-	msg.Type = str(flagType)
-	msg.UserID = str(flagUserID)
-	msg.AppID = str(flagAppID)
-	str(flagReserved)
+	msg.Type = str(flagType, prev.Type)
+	msg.UserID = str(flagUserID, prev.UserID)
+	msg.AppID = str(flagAppID, prev.AppID)
+	str(flagReserved, "")
 	return classID, bodySize, d.finish()
 }
 

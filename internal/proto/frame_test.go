@@ -44,7 +44,9 @@ func TestFrameTooLarge(t *testing.T) {
 		var err error
 		n := allocatedDuring(func() { _, err = fr.ReadFrame() })
 		require.ErrorIs(t, err, ErrFrameTooLarge)
-		require.Less(t, n, uint64(4096), "allocated %d bytes", n)
+		// Far below the forged 2 GiB: the error's formatting and, under
+		// -race, the detector's bookkeeping account for a few KiB.
+		require.Less(t, n, uint64(64<<10), "allocated %d bytes", n)
 	}
 
 	// At the limit exactly is fine; one more byte is not.
