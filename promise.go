@@ -157,3 +157,12 @@ func Waiters[T any](ps []*Promise[T]) []Waiter {
 	}
 	return ws
 }
+
+// NewPromise returns an unsettled promise and the function that settles it,
+// for packages that build operations on top of leveret (confirm, tx, your
+// own). The first call of settle wins; later calls are ignored. settle does
+// not block and may be called from any goroutine.
+func NewPromise[T any]() (*Promise[T], func(T, error)) {
+	p := newPromise[T]()
+	return p, p.resolve
+}

@@ -1,0 +1,321 @@
+package confirm
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"sync"
+
+	"github.com/leveret-mq/leveret"
+	"github.com/leveret-mq/leveret/ops"
+)
+
+// Publisher publishes with confirms on a channel of its own. Its methods
+// are safe for concurrent use; publishes from several goroutines are
+// numbered in the order they reach the channel.
+type Publisher struct {
+	ch     *leveret.Channel
+	window int
+
+	// turn (capacity 1) is held while a publish takes its sequence number
+	// and is handed to the channel, so numbers follow wire order. A channel
+	// rather than a mutex so that waiting for it honours the context.
+	turn chan struct{}
+
+	// mu guards the rest. Publish takes it after turn; the handlers, on the
+	// client's dispatcher goroutine, take it alone.
+	mu       sync.Mutex
+	pend     pending
+	inflight int            // window slots taken: publishes not yet settled
+	room     chan struct{}  // closed when slots free up; nil if nobody waits
+	flushes  []*flushWaiter // ascending by upTo
+	err      error          // why the channel ended; nil while it is open
+	closing  bool           // Close was called: no new publishes
+}
+
+type flushWaiter struct {
+	upTo uint64     // wait until every publish numbered below this has settled
+	done chan error // capacity 1: gets nil, or the error that ended the channel
+}
+
+// New opens a channel on c, puts it in confirm mode and waits, until ctx
+// ends, for the broker to accept that (confirm.select-ok), so that every
+// publish made afterwards counts.
+func New(ctx context.Context, c *leveret.Client, opts ...Option) (*Publisher, error) {
+	cfg := defaultConfig()
+	for _, o := range opts {
+		o.apply(&cfg)
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	ch, err := c.Channel(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p := &Publisher{ch: ch, window: cfg.window, turn: make(chan struct{}, 1), pend: newPending()}
+	ch.OnReturn(p.onReturn)
+	ch.OnConfirm(p.onConfirm)
+	ch.OnClose(p.fail)
+	if _, err := ch.ConfirmSelect().Wait(ctx); err != nil {
+		ch.Close(ctx) // queues channel.close; ctx may be over, so do not wait for it
+		return nil, err
+	}
+	return p, nil
+}
+
+// Publish sends a message and returns the promise of its Outcome. It waits,
+// honouring ctx, while the window is full, while another goroutine's
+// publish is being handed to the channel, and while the connection's output
+// buffer is full or the broker blocks publishing. If ctx ends first, or the
+// publisher can no longer publish, the promise is already failed when
+// Publish returns and nothing was sent: with ctx's error, leveret.ErrClosed
+// after Close, or the error that ended the channel. The caller may reuse
+// o.Message.Body as soon as Publish returns. A Mandatory publish carries
+// its sequence number in the header SeqHeader, added to a copy of
+// o.Message.Headers.
+func (p *Publisher) Publish(ctx context.Context, o ops.Publish) *leveret.Promise[Outcome] {
+	prom, settle := leveret.NewPromise[Outcome]()
+	if err := p.acquire(ctx); err != nil {
+		settle(Outcome{}, err)
+		return prom
+	}
+	select {
+	case p.turn <- struct{}{}:
+	case <-ctx.Done():
+		p.mu.Lock()
+		p.releaseLocked(1)
+		p.mu.Unlock()
+		settle(Outcome{}, ctx.Err())
+		return prom
+	}
+	defer func() { <-p.turn }()
+
+	// The publish is numbered before it is sent: its confirmation can arrive
+	// before ch.Publish returns.
+	p.mu.Lock()
+	if err := p.stoppedLocked(); err != nil {
+		p.releaseLocked(1)
+		p.mu.Unlock()
+		settle(Outcome{}, err)
+		return prom
+	}
+	seq := p.pend.push(settle)
+	p.mu.Unlock()
+	if o.Mandatory {
+		o.Message.Headers = withSeq(o.Message.Headers, seq)
+	}
+
+	// A promise settled with an error already on return means the channel
+	// refused the publish before sending anything (ctx ended while waiting
+	// for buffer room, or the channel had ended): its number goes unused.
+	if err := p.ch.Publish(ctx, o).Err(); err != nil && !errors.Is(err, leveret.ErrPending) {
+		p.mu.Lock()
+		if p.pend.dropNewest(seq) {
+			p.releaseLocked(1)
+		}
+		p.mu.Unlock()
+		settle(Outcome{}, err) // no effect if the channel's end failed it first
+	}
+	return prom
+}
+
+// PublishSync publishes and waits, until ctx ends, for the outcome. A
+// nack or a return is an Outcome, not an error. Giving up on ctx does not
+// withdraw the message: the broker may still take it.
+func (p *Publisher) PublishSync(ctx context.Context, o ops.Publish) (Outcome, error) {
+	return p.Publish(ctx, o).Wait(ctx)
+}
+
+// Flush waits until every publish issued before the call has settled (with
+// any outcome), or ctx ends. It returns nil, ctx's error, or the error that
+// ended the channel if it has ended (publishes unsettled then have failed;
+// their promises say which).
+func (p *Publisher) Flush(ctx context.Context) error {
+	// Holding the turn, no publish is between numbering and sending: every
+	// number below next went to the channel.
+	select {
+	case p.turn <- struct{}{}:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	p.mu.Lock()
+	<-p.turn
+	if p.err != nil {
+		p.mu.Unlock()
+		return p.err
+	}
+	upTo := p.pend.next
+	if p.pend.lowestOpen() >= upTo {
+		p.mu.Unlock()
+		return nil
+	}
+	w := &flushWaiter{upTo: upTo, done: make(chan error, 1)}
+	p.flushes = append(p.flushes, w)
+	p.mu.Unlock()
+
+	select {
+	case err := <-w.done:
+		return err
+	case <-ctx.Done():
+		p.mu.Lock()
+		if i := slices.Index(p.flushes, w); i >= 0 {
+			p.flushes = slices.Delete(p.flushes, i, i+1)
+		}
+		p.mu.Unlock()
+		return ctx.Err()
+	}
+}
+
+// InFlight is the number of publishes issued and not yet settled (at most
+// the window).
+func (p *Publisher) InFlight() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.inflight
+}
+
+// Window is the most publishes that may await confirmation at once.
+func (p *Publisher) Window() int { return p.window }
+
+// Err is nil while the publisher's channel is open, then the reason it
+// ended (leveret.ErrClosed after Close).
+func (p *Publisher) Err() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.err
+}
+
+// Close stops new publishes (they fail with leveret.ErrClosed), waits until
+// ctx ends for the ones in flight to settle, then closes the channel and
+// waits for the broker to confirm that. Publishes still unsettled then fail
+// with ErrNotConfirmed wrapping leveret.ErrClosed. Close returns ctx's error
+// if it ran out, else nil; it is idempotent.
+func (p *Publisher) Close(ctx context.Context) error {
+	p.mu.Lock()
+	p.closing = true
+	p.mu.Unlock()
+	p.Flush(ctx) // its error is the channel's end or ctx's, which ch.Close reports too
+	if err := p.ch.Close(ctx); err != nil {
+		return err
+	}
+	// The channel has ended. Confirmations that came before its end may
+	// still wait on the dispatcher, so the handler (OnClose) fails what is
+	// left, after them; Err already says closed.
+	p.mu.Lock()
+	if p.err == nil {
+		p.err = leveret.ErrClosed
+	}
+	p.mu.Unlock()
+	return nil
+}
+
+// acquire takes a window slot, waiting for one until ctx ends.
+func (p *Publisher) acquire(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	for {
+		if err := p.stoppedLocked(); err != nil {
+			p.mu.Unlock()
+			return err
+		}
+		if p.inflight < p.window {
+			p.inflight++
+			p.mu.Unlock()
+			return nil
+		}
+		if p.room == nil {
+			p.room = make(chan struct{})
+		}
+		room := p.room
+		p.mu.Unlock()
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		p.mu.Lock()
+	}
+}
+
+// stoppedLocked is why no publish may start now, or nil.
+func (p *Publisher) stoppedLocked() error {
+	switch {
+	case p.err != nil:
+		return p.err
+	case p.closing:
+		return leveret.ErrClosed
+	}
+	return nil
+}
+
+// releaseLocked frees n window slots and wakes those waiting for room.
+func (p *Publisher) releaseLocked(n int) {
+	if n == 0 {
+		return
+	}
+	p.inflight -= n
+	if p.room != nil {
+		close(p.room)
+		p.room = nil
+	}
+}
+
+// wakeFlushesLocked ends the Flush waits that are satisfied.
+func (p *Publisher) wakeFlushesLocked() {
+	low := p.pend.lowestOpen()
+	i := 0
+	for ; i < len(p.flushes) && p.flushes[i].upTo <= low; i++ {
+		p.flushes[i].done <- nil
+	}
+	if i > 0 {
+		p.flushes = append(p.flushes[:0], p.flushes[i:]...)
+	}
+}
+
+// onReturn runs on the client's dispatcher goroutine. RabbitMQ sends a
+// basic.return before the confirmation of the same publish, so the
+// publish is still pending here; the confirmation will settle it as
+// Returned.
+func (p *Publisher) onReturn(r ops.Return) {
+	seq, ok := takeSeq(&r.Message)
+	if !ok {
+		return // not published by this Publisher with Mandatory: cannot happen
+	}
+	p.mu.Lock()
+	p.pend.attach(seq, &r)
+	p.mu.Unlock()
+}
+
+// onConfirm runs on the client's dispatcher goroutine, in wire order.
+func (p *Publisher) onConfirm(cf leveret.Confirmation) {
+	st := Nacked
+	if cf.Ack {
+		st = Acked
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.releaseLocked(p.pend.settle(cf.DeliveryTag, cf.Multiple, st))
+	p.wakeFlushesLocked()
+}
+
+// fail is the channel's OnClose handler (on the dispatcher goroutine): it
+// fails every unsettled publish with the cause and refuses new ones.
+func (p *Publisher) fail(err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.err == nil {
+		p.err = err
+	}
+	p.releaseLocked(p.pend.failAll(notConfirmed(err)))
+	for _, w := range p.flushes {
+		w.done <- err
+	}
+	p.flushes = nil
+	if p.room != nil { // publishers waiting for room must see p.err
+		close(p.room)
+		p.room = nil
+	}
+}
