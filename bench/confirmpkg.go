@@ -1,0 +1,69 @@
+package main
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/leveret-mq/leveret"
+	"github.com/leveret-mq/leveret/confirm"
+	"github.com/leveret-mq/leveret/ops"
+)
+
+// leveretConfirmPkg is the confirmed-publish scenario with leveret's
+// confirm package: a Publisher with the window, one promise per publish,
+// Flush at the end. Every outcome is checked: once publish i has returned,
+// at most `window` publishes (i among them) are unsettled, so publish
+// i-window has settled and its ring slot can be checked and reused.
+func leveretConfirmPkg(ctx context.Context, e *env) (cost, error) {
+	c, closeC, err := dialLeveret(ctx, e.url)
+	if err != nil {
+		return cost{}, err
+	}
+	defer closeC()
+	q, err := e.declareQueue(ctx, "confirm")
+	if err != nil {
+		return cost{}, err
+	}
+	defer e.deleteQueues(ctx, q)
+	pub, err := confirm.New(ctx, c, confirm.WithWindow(e.cfg.window))
+	if err != nil {
+		return cost{}, err
+	}
+	n := e.cfg.messages
+	body := make([]byte, bodySize)
+	ring := make([]*leveret.Promise[confirm.Outcome], e.cfg.window)
+	check := func(p *leveret.Promise[confirm.Outcome]) error {
+		if p == nil {
+			return nil
+		}
+		out, ok := p.Value()
+		if !ok || !out.Acked() {
+			return fmt.Errorf("publish not acked: %v %v", out, p.Err())
+		}
+		return nil
+	}
+	m, err := measure(func() error {
+		for i := range n {
+			p := pub.Publish(ctx, ops.Publish{RoutingKey: q, Message: ops.Message{Body: body}})
+			slot := i % len(ring)
+			old := ring[slot]
+			ring[slot] = p
+			if err := check(old); err != nil { // publish i holds a slot: i-window has settled
+				return err
+			}
+		}
+		if err := pub.Flush(ctx); err != nil {
+			return err
+		}
+		for _, p := range ring {
+			if err := check(p); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		err = pub.Close(ctx)
+	}
+	return m, err
+}

@@ -1,0 +1,281 @@
+package main
+
+import (
+	"bufio"
+	"encoding/csv"
+	"fmt"
+	"os"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+)
+
+type key struct{ scenario, client string }
+
+// stat is the median over rounds of one scenario and client.
+type stat struct {
+	rate   float64 // operations per second
+	cpu    float64 // process CPU µs per operation
+	sys    float64 // process read+write system calls per operation
+	rounds int
+}
+
+type report struct {
+	cfg       *config
+	stats     map[key]stat
+	scenarios []string // in run order
+	machine   machine
+	elapsed   time.Duration
+	rtt       map[int]time.Duration // measured round trip per added latency
+}
+
+func median(xs []float64) float64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func summarize(cfg *config, samples []sample) *report {
+	rates, cpus, sys := map[key][]float64{}, map[key][]float64{}, map[key][]float64{}
+	r := &report{cfg: cfg, stats: map[key]stat{}}
+	for _, s := range samples {
+		k := key{s.scenario, s.client}
+		if !slices.Contains(r.scenarios, s.scenario) {
+			r.scenarios = append(r.scenarios, s.scenario)
+		}
+		rates[k] = append(rates[k], s.rate())
+		cpus[k] = append(cpus[k], s.cpuPerOp())
+		sys[k] = append(sys[k], s.syscallsPerOp())
+	}
+	for k := range rates {
+		r.stats[k] = stat{rate: median(rates[k]), cpu: median(cpus[k]), sys: median(sys[k]), rounds: len(rates[k])}
+	}
+	return r
+}
+
+func (r *report) get(scenario, client string) (stat, bool) {
+	s, ok := r.stats[key{scenario, client}]
+	return s, ok
+}
+
+// ratio is leveret's rate over client's, 0 when either is missing.
+func (r *report) ratio(scenario, client string) float64 {
+	l, ok1 := r.get(scenario, cLeveret)
+	o, ok2 := r.get(scenario, client)
+	if !ok1 || !ok2 || o.rate == 0 {
+		return 0
+	}
+	return l.rate / o.rate
+}
+
+func (r *report) cpuRatio(scenario string) float64 {
+	l, ok1 := r.get(scenario, cLeveret)
+	o, ok2 := r.get(scenario, cAMQP)
+	if !ok1 || !ok2 || o.cpu == 0 {
+		return 0
+	}
+	return l.cpu / o.cpu
+}
+
+var scenarioTitles = map[string]string{
+	sPublish:     "publish, no confirms",
+	sConfirm:     "publish, confirms, window %d",
+	sConsumeEach: "consume, prefetch %d, ack each",
+	sConsumeMult: "consume, prefetch %d, ack multiple /100",
+}
+
+func (r *report) title(s string) string {
+	if strings.HasPrefix(s, "declare-") {
+		ms := strings.TrimSuffix(strings.TrimPrefix(s, "declare-"), "ms")
+		return fmt.Sprintf("%d queue declares, +%s ms each way", r.cfg.declares, ms)
+	}
+	t := scenarioTitles[s]
+	switch s {
+	case sConfirm:
+		t = fmt.Sprintf(t, r.cfg.window)
+	case sConsumeEach, sConsumeMult:
+		t = fmt.Sprintf(t, r.cfg.prefetch)
+	}
+	return fmt.Sprintf("%s (%d × %d B)", t, r.cfg.messages, bodySize)
+}
+
+func fmtRate(r *report, s, c string) string {
+	st, ok := r.get(s, c)
+	if !ok {
+		return "—"
+	}
+	return strconv.FormatFloat(st.rate, 'f', 0, 64)
+}
+
+func fmtRatio(x float64) string {
+	if x == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f×", x)
+}
+
+func (r *report) markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "## Results\n\nMedians of %d round(s); rates in operations per second (higher is better).\n\n", r.cfg.rounds)
+	b.WriteString("| Scenario | amqp091-go | amqp091-go, 16 goroutines | leveret | leveret ÷ amqp091-go | leveret ÷ amqp091-go ×16 |\n")
+	b.WriteString("|---|--:|--:|--:|--:|--:|\n")
+	for _, s := range r.scenarios {
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.title(s),
+			fmtRate(r, s, cAMQP), fmtRate(r, s, cAMQP16), fmtRate(r, s, cLeveret),
+			fmtRatio(r.ratio(s, cAMQP)), fmtRatio(r.ratio(s, cAMQP16)))
+	}
+	if len(r.rtt) > 0 {
+		b.WriteString("\nDeclares go through an in-process toxiproxy with a latency toxic each way (+0 ms is direct). " +
+			"Measured round trip of one synchronous call (median of 21 passive declares):")
+		for _, ms := range r.cfg.latencies {
+			if d, ok := r.rtt[ms]; ok {
+				fmt.Fprintf(&b, " +%d ms: %.2f ms;", ms, float64(d.Microseconds())/1000)
+			}
+		}
+		b.WriteString("\n")
+	}
+	b.WriteString("\n### Client CPU per message\n\nProcess user+sys CPU (getrusage) during the timed section ÷ messages, in µs (lower is better). " +
+		"Syscalls: the process's read+write system calls (/proc/self/io syscr+syscw) ÷ messages.\n\n")
+	b.WriteString("| Scenario | amqp091-go µs | leveret µs | leveret ÷ amqp091-go | amqp091-go syscalls | leveret syscalls |\n|---|--:|--:|--:|--:|--:|\n")
+	for _, s := range r.scenarios {
+		if strings.HasPrefix(s, "declare-") {
+			continue
+		}
+		l, ok1 := r.get(s, cLeveret)
+		o, ok2 := r.get(s, cAMQP)
+		cell := func(st stat, ok bool) string {
+			if !ok {
+				return "—"
+			}
+			return fmt.Sprintf("%.2f", st.cpu)
+		}
+		sysCell := func(st stat, ok bool) string {
+			if !ok {
+				return "—"
+			}
+			return fmt.Sprintf("%.3f", st.sys)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.title(s), cell(o, ok2), cell(l, ok1), fmtRatio(r.cpuRatio(s)),
+			sysCell(o, ok2), sysCell(l, ok1))
+	}
+	b.WriteString("\n### Targets\n\n| Target | Measured | Holds |\n|---|--:|:-:|\n")
+	for _, t := range r.targets() {
+		verdict := "no"
+		if t.ok {
+			verdict = "yes"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s |\n", t.name, fmtRatio(t.value), verdict)
+	}
+	fmt.Fprintf(&b, "\n### Machine\n\n%s\nRun took %.0f s.\n", r.machine.String(), r.elapsed.Seconds())
+	return b.String()
+}
+
+type target struct {
+	name  string
+	value float64
+	ok    bool
+}
+
+func (r *report) targets() []target {
+	var ts []target
+	add := func(name string, v, min float64, lower bool) {
+		if v == 0 {
+			return
+		}
+		ok := v >= min
+		if lower {
+			ok = v <= min
+		}
+		ts = append(ts, target{name, v, ok})
+	}
+	for _, ms := range r.cfg.latencies {
+		s := declareScenario(ms)
+		add(fmt.Sprintf("declares +%d ms: leveret ≥ amqp091-go ×16", ms), r.ratio(s, cAMQP16), 1, false)
+		if ms == 5 {
+			add("declares +5 ms: leveret ≥ 15× amqp091-go sequential", r.ratio(s, cAMQP), 15, false)
+		}
+	}
+	add("confirmed publish: leveret ≥ 1.3× amqp091-go", r.ratio(sConfirm, cAMQP), 1.3, false)
+	if c, ok := r.get(sConfirm, cLeveret); ok {
+		if p, ok := r.get(sPublish, cLeveret); ok && p.rate > 0 {
+			add("confirmed publish ≥ 0.95× leveret unconfirmed", c.rate/p.rate, 0.95, false)
+		}
+	}
+	add("consume, ack each: leveret ≥ 1.3× amqp091-go", r.ratio(sConsumeEach, cAMQP), 1.3, false)
+	add("consume, ack multiple: leveret ≥ 1.3× amqp091-go", r.ratio(sConsumeMult, cAMQP), 1.3, false)
+	for _, s := range []string{sPublish, sConfirm, sConsumeEach, sConsumeMult} {
+		add(fmt.Sprintf("CPU/msg %s: leveret ≤ 0.5× amqp091-go", s), r.cpuRatio(s), 0.5, true)
+	}
+	return ts
+}
+
+func writeRaw(path string, samples []sample) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	w := csv.NewWriter(f)
+	w.Write([]string{"round", "scenario", "client", "ops", "seconds", "rate_per_s", "cpu_seconds", "cpu_us_per_op", "read_syscalls", "write_syscalls"})
+	for _, s := range samples {
+		w.Write([]string{strconv.Itoa(s.round), s.scenario, s.client, strconv.Itoa(s.ops),
+			fmt.Sprintf("%.4f", s.elapsed.Seconds()), fmt.Sprintf("%.1f", s.rate()),
+			fmt.Sprintf("%.4f", s.cpu.Seconds()), fmt.Sprintf("%.3f", s.cpuPerOp()),
+			strconv.FormatInt(s.reads, 10), strconv.FormatInt(s.write, 10)})
+	}
+	w.Flush()
+	if err := w.Error(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+type machine struct {
+	cpus                    int
+	cpuModel, ram           string
+	rabbitmq, goVer, kernel string
+	date                    string
+}
+
+func machineInfo(rabbitmq string) machine {
+	m := machine{cpus: runtime.NumCPU(), rabbitmq: rabbitmq, goVer: runtime.Version(),
+		date: time.Now().UTC().Format("2006-01-02")}
+	m.cpuModel = procField("/proc/cpuinfo", "model name")
+	if kb, err := strconv.ParseFloat(strings.Fields(procField("/proc/meminfo", "MemTotal") + " 0")[0], 64); err == nil && kb > 0 {
+		m.ram = fmt.Sprintf("%.1f GiB", kb/(1<<20))
+	}
+	if b, err := os.ReadFile("/proc/sys/kernel/osrelease"); err == nil {
+		m.kernel = strings.TrimSpace(string(b))
+	}
+	return m
+}
+
+// procField returns the value of the first "name : value" line of a /proc file.
+func procField(path, name string) string {
+	f, err := os.Open(path)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if ok && strings.TrimSpace(k) == name {
+			return strings.TrimSpace(v)
+		}
+	}
+	return ""
+}
+
+func (m machine) String() string {
+	return fmt.Sprintf("- CPUs: %d (nproc), %s\n- RAM: %s\n- RabbitMQ %s (same machine, loopback)\n- %s, Linux %s, %s %s\n- date: %s\n",
+		m.cpus, m.cpuModel, m.ram, m.rabbitmq, m.goVer, m.kernel, runtime.GOOS, runtime.GOARCH, m.date)
+}
