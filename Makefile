@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 GO ?= go
 
-.PHONY: test demo fuzz broker
+.PHONY: test demo fuzz broker bench
 
 broker:
 	scripts/broker.sh up
@@ -32,3 +32,7 @@ demo: broker
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzFrameReader -fuzztime 60s ./internal/proto
+
+# Side-by-side benchmarks against amqp091-go (bench/ is its own module); see BENCHMARKS.md.
+bench: broker
+	$(MAKE) -C bench bench

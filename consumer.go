@@ -102,8 +102,10 @@ func (cs *Consumer) end(err error) {
 		}
 		cs.ch.mu.Unlock()
 		cs.err = err
-		close(cs.deliveries)
+		// done before deliveries: a reader that sees the range end must
+		// already see Err.
 		close(cs.done)
+		close(cs.deliveries)
 		if cs.ownChannel {
 			cs.ch.mc.Close(func(error) {})
 		}

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -77,8 +78,14 @@ func Dial(ctx context.Context, url string, opts ...Option) (*Client, error) {
 	}
 	fr := proto.NewFrameReader(nc)
 	t, err := handshake(nc, fr, u, &cfg)
-	if !stop() {
-		err = fmt.Errorf("amqp: dial %s: %w", u, context.Cause(ctx))
+	// The socket deadline can fire a moment before ctx's own timer does;
+	// either way the caller should see the context's error.
+	if !stop() || errors.Is(err, os.ErrDeadlineExceeded) {
+		cause := context.Cause(ctx)
+		if cause == nil {
+			cause = context.DeadlineExceeded
+		}
+		err = fmt.Errorf("amqp: dial %s: %w", u, cause)
 	}
 	if err != nil {
 		nc.Close()

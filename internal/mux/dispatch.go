@@ -17,16 +17,39 @@ func (ch *Channel) handleMethod(m proto.Method) error {
 	}
 	switch m := m.(type) {
 	case *proto.ChannelClose:
-		ch.c.enqueueMethod(ch.ID, &proto.ChannelCloseOk{}, nil)
-		ch.c.release(ch)
 		failed := proto.MethodID(uint32(m.ClassID)<<16 | uint32(m.MethodID))
-		ch.end(ch.c.faultError(Fault{Code: proto.ReplyCode(m.ReplyCode), Text: m.ReplyText, Method: failed}), &failed)
+		err := ch.c.faultError(Fault{Code: proto.ReplyCode(m.ReplyCode), Text: m.ReplyText, Method: failed})
+		// close-ok is queued in the same critical section that ends the
+		// channel, so no send can slip in behind it: a frame on a channel
+		// the broker considers closed is a connection error (504).
+		ch.mu.Lock()
+		ch.c.enqueueMethod(ch.ID, &proto.ChannelCloseOk{}, nil)
+		pending, held, ended := ch.endLocked(err)
+		ch.mu.Unlock()
+		ch.c.release(ch)
+		if ended {
+			ch.finish(err, &failed, nil, pending, held)
+		}
 		return nil
 	case *proto.ChannelCloseOk:
-		err := ch.reply(m, nil)
+		ch.mu.Lock()
+		r := ch.takeMatchLocked(m)
+		var pending, held []*Request
+		ended := false
+		if r != nil {
+			pending, held, ended = ch.endLocked(ErrClosed)
+		}
+		ch.mu.Unlock()
+		if r == nil {
+			return ch.c.violation(proto.CommandInvalid, "unexpected %v on channel %d", m.ID(), ch.ID)
+		}
 		ch.c.release(ch)
-		ch.end(ErrClosed, nil)
-		return err
+		if ended {
+			ch.finish(ErrClosed, nil, func() { r.Done(m, nil, nil) }, pending, held)
+		} else {
+			r.Done(m, nil, nil)
+		}
+		return nil
 	case *proto.ChannelFlow:
 		ch.c.enqueueMethod(ch.ID, &proto.ChannelFlowOk{Active: m.Active}, nil)
 		ch.h.Async(m, nil)
@@ -178,21 +201,39 @@ func (r *Request) fail(err error) {
 }
 
 // end closes the channel for good with err. When the broker closed it
-// because of the method failed, the oldest pending request for that method
+// because a method failed, the oldest pending request for that method
 // gets err and every other pending or held request gets an ErrNotExecuted
 // error wrapping err: the broker discarded them. Otherwise (connection
 // failure, our own close) every request gets err.
 func (ch *Channel) end(err error, failed *proto.MethodID) {
 	ch.mu.Lock()
+	pending, held, ended := ch.endLocked(err)
+	ch.mu.Unlock()
+	if ended {
+		ch.finish(err, failed, nil, pending, held)
+	}
+}
+
+// endLocked records why the channel ended and takes its requests; ended is
+// false if it had already ended.
+func (ch *Channel) endLocked(err error) (pending, held []*Request, ended bool) {
 	if ch.err != nil {
-		ch.mu.Unlock()
-		return
+		return nil, nil, false
 	}
 	ch.err = err
-	pending, held := ch.pending, ch.held
+	pending, held = ch.pending, ch.held
 	ch.pending, ch.held, ch.barrier = nil, nil, false
-	ch.mu.Unlock()
+	return pending, held, true
+}
 
+// finish tells the handler the channel ended before settling any request,
+// so whoever sees a request fail can already read why the channel ended.
+// first, if set, runs after the handler and before the other requests.
+func (ch *Channel) finish(err error, failed *proto.MethodID, first func(), pending, held []*Request) {
+	ch.h.Closed(err)
+	if first != nil {
+		first()
+	}
 	blamed := failed == nil
 	for _, r := range append(pending, held...) {
 		if r == nil {
@@ -208,5 +249,4 @@ func (ch *Channel) end(err error, failed *proto.MethodID) {
 			r.fail(notExecuted(err))
 		}
 	}
-	ch.h.Closed(err)
 }

@@ -35,7 +35,7 @@ type Error struct{ Fault }
 
 func (e *Error) Error() string {
 	if e.Cause != nil {
-		return fmt.Sprintf("amqp: connection lost: %v", e.Cause)
+		return fmt.Sprintf("amqp: connection lost: %s: %v", e.Text, e.Cause)
 	}
 	return fmt.Sprintf("amqp: %d %s: %s (%v)", e.Code, e.Code, e.Text, e.Method)
 }

@@ -98,7 +98,7 @@ func (c *Conn) readError(err error) error {
 	if errors.Is(err, io.EOF) {
 		err = io.ErrUnexpectedEOF
 	}
-	return c.faultError(Fault{Hard: true, Text: "connection lost", Cause: err})
+	return c.faultError(Fault{Hard: true, Text: "read failed", Cause: err})
 }
 
 // violation tells the peer it broke the protocol and returns the error that

@@ -117,7 +117,7 @@ func (c *Conn) writeLoop() {
 			if c.readActivity.Swap(false) {
 				silentTicks = 0
 			} else if silentTicks++; silentTicks >= 7 {
-				c.fail(c.faultError(Fault{Hard: true, Local: true, Text: "missed heartbeats: peer silent for two intervals", Cause: ErrHeartbeat}))
+				c.fail(c.faultError(Fault{Hard: true, Local: true, Text: "peer silent for two heartbeat intervals", Cause: ErrHeartbeat}))
 				c.failWriteCallbacks()
 				return
 			}
