@@ -25,8 +25,10 @@ type Channel struct {
 
 	mu        sync.Mutex
 	consumers map[string]*Consumer
-	unacked   tagSet // deliveries awaiting ack, for refusing unknown tags locally
-	prefetch  int    // largest prefetch count set on the channel
+	unacked   tagSet   // deliveries awaiting ack, for refusing unknown tags locally
+	tx        bool     // tx.select issued: acks are undone by a rollback
+	txAcked   []uint64 // tags acknowledged in the current transaction
+	prefetch  int      // largest prefetch count set on the channel
 	onReturn  func(ops.Return)
 	onConfirm func(Confirmation)
 	onClose   func(error)
@@ -105,6 +107,7 @@ func (ch *Channel) Closed(err error) {
 		consumers = append(consumers, cs)
 	}
 	ch.unacked.clear()
+	ch.txAcked = nil
 	ch.ended = true
 	onClose := ch.onClose
 	ch.mu.Unlock()

@@ -49,6 +49,10 @@ func (d *Delivery) Reject(o ops.Reject) *Promise[struct{}] {
 	return d.ch.Reject(o)
 }
 
+// Channel is the channel the delivery arrived on; acknowledgements go there.
+// It is nil for a Delivery not received from the broker.
+func (d *Delivery) Channel() *Channel { return d.ch }
+
 // GetResult is the outcome of Get: a delivery, or none when the queue was empty.
 type GetResult struct {
 	Delivery *Delivery // nil when the queue was empty
@@ -84,11 +88,15 @@ func (ch *Channel) acknowledge(tag uint64, multiple bool, m proto.Method) *Promi
 	if err := ch.mc.Err(); err != nil {
 		return settled(struct{}{}, err)
 	}
+	var record *[]uint64
+	if ch.tx {
+		record = &ch.txAcked // a rollback makes these outstanding again
+	}
 	var known bool
 	if multiple {
-		known = ch.unacked.removeUpTo(tag) > 0
+		known = ch.unacked.removeUpTo(tag, record) > 0
 	} else {
-		known = ch.unacked.remove(tag)
+		known = ch.unacked.remove(tag, record)
 	}
 	if !known {
 		return settled(struct{}{}, ErrUnknownDeliveryTag)
@@ -105,6 +113,7 @@ func (ch *Channel) Recover(o ops.Recover) *Promise[struct{}] {
 	return issue(ch, [2]string{}, &proto.BasicRecover{Requeue: o.Requeue}, func(proto.Method) struct{} {
 		ch.mu.Lock()
 		ch.unacked.clear() // every outstanding tag is void: redeliveries get new ones
+		ch.txAcked = nil
 		ch.mu.Unlock()
 		return struct{}{}
 	})

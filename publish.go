@@ -136,22 +136,40 @@ func (ch *Channel) confirmed(cf Confirmation) {
 // TxSelect puts the channel in transaction mode (tx.select). Most programs
 // use the tx package instead. It does not block.
 func (ch *Channel) TxSelect() *Promise[struct{}] {
+	ch.mu.Lock()
+	ch.tx = true
+	ch.mu.Unlock()
 	return issue(ch, [2]string{}, &proto.TxSelect{}, func(proto.Method) struct{} { return struct{}{} })
 }
 
 // TxCommit commits the current transaction. Nothing issued on the channel
 // after it is sent until the broker answers: it is a barrier. It does not block.
-func (ch *Channel) TxCommit() *Promise[struct{}] { return ch.barrier(&proto.TxCommit{}) }
+func (ch *Channel) TxCommit() *Promise[struct{}] {
+	return ch.barrier(&proto.TxCommit{}, func() { ch.txAcked = ch.txAcked[:0] })
+}
 
 // TxRollback abandons the current transaction; like TxCommit it is a
-// barrier. It does not block.
-func (ch *Channel) TxRollback() *Promise[struct{}] { return ch.barrier(&proto.TxRollback{}) }
+// barrier. It does not block. Deliveries acknowledged in the abandoned
+// transaction are unacknowledged again and may be acknowledged anew.
+func (ch *Channel) TxRollback() *Promise[struct{}] {
+	return ch.barrier(&proto.TxRollback{}, func() {
+		ch.unacked.restore(ch.txAcked)
+		ch.txAcked = ch.txAcked[:0]
+	})
+}
 
-func (ch *Channel) barrier(m proto.Method) *Promise[struct{}] {
+// barrier issues m as a barrier. issued runs under ch.mu once m is queued,
+// so no acknowledgement can fall between it and m.
+func (ch *Channel) barrier(m proto.Method, issued func()) *Promise[struct{}] {
 	p := newPromise[struct{}]()
+	ch.mu.Lock()
 	err := ch.mc.Call(&mux.Request{Method: m, Barrier: true, Done: func(_ proto.Method, _ *ops.Message, err error) {
 		p.resolve(struct{}{}, err)
 	}})
+	if err == nil {
+		issued()
+	}
+	ch.mu.Unlock()
 	if err != nil {
 		p.resolve(struct{}{}, err)
 	}

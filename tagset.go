@@ -17,21 +17,26 @@ func (s *tagSet) add(tag uint64) {
 	s.done = append(s.done, false)
 }
 
-// remove takes tag out; it reports false if tag was not outstanding.
-func (s *tagSet) remove(tag uint64) bool {
+// remove takes tag out; it reports false if tag was not outstanding. If
+// record is not nil, the tag removed is appended to it.
+func (s *tagSet) remove(tag uint64, record *[]uint64) bool {
 	i, found := slices.BinarySearch(s.tags[s.head:], tag)
 	i += s.head
 	if !found || s.done[i] {
 		return false
 	}
 	s.done[i] = true
+	if record != nil {
+		*record = append(*record, tag)
+	}
 	s.compact()
 	return true
 }
 
 // removeUpTo takes out every tag ≤ tag (every tag when tag is 0) and
-// reports how many were outstanding.
-func (s *tagSet) removeUpTo(tag uint64) int {
+// reports how many were outstanding. If record is not nil, the tags
+// removed are appended to it.
+func (s *tagSet) removeUpTo(tag uint64, record *[]uint64) int {
 	removed := 0
 	for i := s.head; i < len(s.tags); i++ {
 		if tag != 0 && s.tags[i] > tag {
@@ -40,10 +45,31 @@ func (s *tagSet) removeUpTo(tag uint64) int {
 		if !s.done[i] {
 			s.done[i] = true
 			removed++
+			if record != nil {
+				*record = append(*record, s.tags[i])
+			}
 		}
 	}
 	s.compact()
 	return removed
+}
+
+// restore makes tags outstanding again (after a transaction that acked
+// them was rolled back). It rebuilds the set: rollbacks are rare.
+func (s *tagSet) restore(tags []uint64) {
+	if len(tags) == 0 {
+		return
+	}
+	all := make([]uint64, 0, len(s.tags)-s.head+len(tags))
+	for i := s.head; i < len(s.tags); i++ {
+		if !s.done[i] {
+			all = append(all, s.tags[i])
+		}
+	}
+	all = append(all, tags...)
+	slices.Sort(all)
+	all = slices.Compact(all)
+	s.tags, s.done, s.head = all, make([]bool, len(all)), 0
 }
 
 func (s *tagSet) clear() { *s = tagSet{} }

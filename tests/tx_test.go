@@ -128,6 +128,45 @@ func TestTxCommitPublishesAndAckTogether(t *testing.T) {
 	assert.Equal(t, uint32(2), cfWaitCount(t, c, q, 2))
 }
 
+// An ack undone by a rollback can be made again, and a commit then removes
+// the message; acking it a second time in the same transaction is refused
+// locally rather than closing the channel.
+func TestTxAckAgainAfterRollback(t *testing.T) {
+	c := dial(t)
+	ctx := testContext(t)
+	q := cfQueue(t, c, nil)
+	require.NoError(t, leveret.WaitAll(ctx, c.Publish(ctx, txMsg(q, "a")), c.Publish(ctx, txMsg(q, "b"))))
+	require.Equal(t, uint32(2), cfWaitCount(t, c, q, 2))
+
+	x := txNew(t, c)
+	var ds []*leveret.Delivery
+	for range 2 {
+		g, err := x.Channel().Get(ops.Get{Queue: q}).Wait(ctx)
+		require.NoError(t, err)
+		require.False(t, g.Empty())
+		require.Same(t, x.Channel(), g.Delivery.Channel())
+		ds = append(ds, g.Delivery)
+	}
+	_, err := x.Channel().Ack(ops.Ack{DeliveryTag: ds[1].DeliveryTag, Multiple: true}).Wait(ctx)
+	require.NoError(t, err)
+	_, err = x.Ack(ds[0]).Wait(ctx)
+	require.ErrorIs(t, err, leveret.ErrUnknownDeliveryTag, "acked by the multiple ack already")
+
+	_, err = x.Rollback().Wait(ctx)
+	require.NoError(t, err)
+	ready, unacked := txQueueState(t, q)
+	assert.Equal(t, [2]int{0, 2}, [2]int{ready, unacked}, "after rollback: [ready unacked]")
+
+	require.NoError(t, leveret.WaitAll(ctx, x.Ack(ds[0]), x.Ack(ds[1])))
+	_, err = x.Commit().Wait(ctx)
+	require.NoError(t, err)
+	_, err = x.Ack(ds[0]).Wait(ctx)
+	require.ErrorIs(t, err, leveret.ErrUnknownDeliveryTag, "committed ack")
+	ready, unacked = txQueueState(t, q)
+	assert.Equal(t, [2]int{0, 0}, [2]int{ready, unacked}, "after commit: [ready unacked]")
+	require.NoError(t, x.Err())
+}
+
 // Commit and Rollback are barriers: a publish issued right behind a commit
 // belongs to the next transaction, and a rollback issued behind it
 // discards it.
@@ -210,4 +249,32 @@ func TestTxBeginOnOwnChannel(t *testing.T) {
 	require.NoError(t, ch.Err(), "Close leaves a Begin channel open")
 	assert.Equal(t, uint32(1), txCount(t, c, q))
 	require.NoError(t, ch.Close(ctx))
+}
+
+// A delivery received on another channel cannot join the transaction: Ack
+// refuses it without sending anything, and the delivery stays ackable
+// where it came from.
+func TestTxRefusesForeignDelivery(t *testing.T) {
+	c := dial(t)
+	ctx := testContext(t)
+	q := cfQueue(t, c, nil)
+	_, err := c.Publish(ctx, txMsg(q, "x")).Wait(ctx)
+	require.NoError(t, err)
+	require.Equal(t, uint32(1), cfWaitCount(t, c, q, 1))
+
+	other, err := c.Channel(ctx)
+	require.NoError(t, err)
+	g, err := other.Get(ops.Get{Queue: q}).Wait(ctx)
+	require.NoError(t, err)
+	require.False(t, g.Empty())
+
+	x := txNew(t, c)
+	_, err = x.Ack(g.Delivery).Wait(ctx)
+	require.ErrorIs(t, err, tx.ErrForeignDelivery)
+	_, err = x.Nack(nil, ops.Nack{}).Wait(ctx)
+	require.ErrorIs(t, err, tx.ErrForeignDelivery)
+	_, err = g.Delivery.Ack().Wait(ctx)
+	require.NoError(t, err)
+	require.NoError(t, other.Close(ctx))
+	require.NoError(t, x.Err())
 }

@@ -20,6 +20,7 @@ package tx
 
 import (
 	"context"
+	"errors"
 
 	"github.com/leveret-mq/leveret"
 	"github.com/leveret-mq/leveret/ops"
@@ -75,14 +76,45 @@ func (t *Tx) Publish(ctx context.Context, o ops.Publish) *leveret.Promise[struct
 }
 
 // Ack acknowledges d in the current transaction: the broker removes the
-// message when the transaction commits. After a rollback the broker keeps
-// it unacknowledged until the channel ends, which requeues it. d must have
+// message when the transaction commits. After a rollback the delivery is
+// unacknowledged again: ack it anew, or it is requeued when the channel
+// ends. d must have
 // been received on Channel; an acknowledgement on another channel is not
 // part of the transaction.
-func (t *Tx) Ack(d *leveret.Delivery) *leveret.Promise[struct{}] { return d.Ack() }
+// An ack of a delivery from another channel fails with ErrForeignDelivery
+// and sends nothing.
+func (t *Tx) Ack(d *leveret.Delivery) *leveret.Promise[struct{}] {
+	if err := t.owns(d); err != nil {
+		return failed(err)
+	}
+	return d.Ack()
+}
 
 // Nack rejects d (see leveret.Delivery.Nack) in the current transaction.
-func (t *Tx) Nack(d *leveret.Delivery, o ops.Nack) *leveret.Promise[struct{}] { return d.Nack(o) }
+func (t *Tx) Nack(d *leveret.Delivery, o ops.Nack) *leveret.Promise[struct{}] {
+	if err := t.owns(d); err != nil {
+		return failed(err)
+	}
+	return d.Nack(o)
+}
+
+// ErrForeignDelivery reports an Ack or Nack of a delivery that was not
+// received on the transaction's channel: it could not be part of the
+// transaction.
+var ErrForeignDelivery = errors.New("tx: delivery was not received on the transaction's channel")
+
+func (t *Tx) owns(d *leveret.Delivery) error {
+	if d == nil || d.Channel() != t.ch {
+		return ErrForeignDelivery
+	}
+	return nil
+}
+
+func failed(err error) *leveret.Promise[struct{}] {
+	p, settle := leveret.NewPromise[struct{}]()
+	settle(struct{}{}, err)
+	return p
+}
 
 // Commit makes the current transaction's publishes and acknowledgements
 // take effect, atomically per queue, and starts the next transaction. It
@@ -95,9 +127,9 @@ func (t *Tx) Commit() *leveret.Promise[struct{}] { return t.ch.TxCommit() }
 
 // Rollback discards the current transaction's publishes and
 // acknowledgements and starts the next transaction. It does not block and
-// is a barrier like Commit. Deliveries whose ack it discarded stay
-// unacknowledged; they are not redelivered until the channel ends (or
-// leveret.Channel.Recover).
+// is a barrier like Commit. Deliveries whose ack it discarded are
+// unacknowledged again and can be acknowledged anew; the broker does not
+// redeliver them until the channel ends (or leveret.Channel.Recover).
 func (t *Tx) Rollback() *leveret.Promise[struct{}] { return t.ch.TxRollback() }
 
 // Err is nil while the channel is open, then the reason it ended.
