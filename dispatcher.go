@@ -5,10 +5,11 @@ import (
 	"sync"
 )
 
-// maxDispatchQueue bounds callbacks waiting for a slow handler. Past it,
-// events are dropped, counted and logged at error level: the reader never
-// waits for user code.
-const maxDispatchQueue = 1 << 16
+// dispatchBacklogWarn is the queue length at which a slow handler is
+// reported. The queue itself is not bounded: dropping a confirmation or a
+// close would leave promises unsettled, and blocking would stall the
+// reader on user code. Confirm windows and prefetch bound it in practice.
+const dispatchBacklogWarn = 1 << 16
 
 // dispatcher runs user callbacks (return and confirm handlers) one at a
 // time, in the order the reader posted them, on one goroutine per client.
@@ -20,7 +21,7 @@ type dispatcher struct {
 	queue   []func()
 	running bool
 	closed  bool
-	dropped uint64
+	warned  bool // backlog reported; reset when the queue drains
 	wake    chan struct{}
 	wg      sync.WaitGroup
 }
@@ -36,14 +37,11 @@ func (d *dispatcher) post(fn func()) {
 		d.mu.Unlock()
 		return
 	}
-	if len(d.queue) >= maxDispatchQueue {
-		d.dropped++
-		n := d.dropped
-		d.mu.Unlock()
-		d.log.Error("amqp: callback queue full; event dropped", "dropped", n)
-		return
-	}
 	d.queue = append(d.queue, fn)
+	if len(d.queue) >= dispatchBacklogWarn && !d.warned {
+		d.warned = true
+		d.log.Warn("amqp: return/confirm/close handlers are falling behind", "queued", len(d.queue))
+	}
 	if !d.running {
 		d.running = true
 		d.wg.Add(1)
@@ -62,6 +60,7 @@ func (d *dispatcher) run() {
 		d.mu.Lock()
 		batch := d.queue
 		d.queue = nil
+		d.warned = d.warned && len(batch) > 0
 		closed := d.closed
 		d.mu.Unlock()
 		for _, fn := range batch {

@@ -15,7 +15,10 @@ import (
 // took the message: use the confirm package for that. If the broker
 // rejects the publish (say, 404 for a missing exchange) it closes the
 // channel, and the error surfaces at the next operation on the channel and
-// in Err. The caller may reuse o.Message.Body as soon as Publish returns.
+// in Err. A promise that has already failed when Publish returns (the
+// channel or connection had ended, or ctx ended while waiting for room)
+// means nothing was sent. The caller may reuse o.Message.Body as soon as
+// Publish returns.
 func (ch *Channel) Publish(ctx context.Context, o ops.Publish) *Promise[struct{}] {
 	p := newPromise[struct{}]()
 	m := &proto.BasicPublish{Exchange: o.Exchange, RoutingKey: o.RoutingKey, Mandatory: o.Mandatory}
