@@ -143,6 +143,14 @@ func (ch *Channel) Consume(o ops.Consume) *Promise[*Consumer] {
 }
 
 func (ch *Channel) consume(o ops.Consume, ownChannel bool) *Promise[*Consumer] {
+	p := newPromise[*Consumer]()
+	ch.consumeInto(p, o, ownChannel)
+	return p
+}
+
+// consumeInto issues basic.consume (after basic.qos if o.Prefetch is set)
+// and settles p with the consumer or the error. It never blocks.
+func (ch *Channel) consumeInto(p *Promise[*Consumer], o ops.Consume, ownChannel bool) {
 	tag := o.ConsumerTag
 	if tag == "" {
 		tag = fmt.Sprintf("leveret-%d", consumerSeq.Add(1))
@@ -150,7 +158,8 @@ func (ch *Channel) consume(o ops.Consume, ownChannel bool) *Promise[*Consumer] {
 	ch.mu.Lock()
 	if _, dup := ch.consumers[tag]; dup {
 		ch.mu.Unlock()
-		return settled[*Consumer](nil, fmt.Errorf("amqp: consumer tag %q already in use on this channel", tag))
+		p.resolve(nil, fmt.Errorf("amqp: consumer tag %q already in use on this channel", tag))
+		return
 	}
 	buffer := max(int(o.Prefetch), ch.prefetch, ch.c.cfg.consumerBuffer)
 	cs := &Consumer{ch: ch, tag: tag, noAck: o.NoAck, ownChannel: ownChannel,
@@ -158,7 +167,6 @@ func (ch *Channel) consume(o ops.Consume, ownChannel bool) *Promise[*Consumer] {
 	ch.consumers[tag] = cs
 	ch.mu.Unlock()
 
-	p := newPromise[*Consumer]()
 	fail := func(err error) {
 		cs.end(err)
 		p.resolve(nil, err)
@@ -167,7 +175,7 @@ func (ch *Channel) consume(o ops.Consume, ownChannel bool) *Promise[*Consumer] {
 		if err := ch.mc.Call(&mux.Request{Method: &proto.BasicQos{PrefetchCount: o.Prefetch},
 			Done: func(proto.Method, *ops.Message, error) {}}); err != nil {
 			fail(err)
-			return p
+			return
 		}
 	}
 	err := ch.mc.Call(&mux.Request{
@@ -183,16 +191,19 @@ func (ch *Channel) consume(o ops.Consume, ownChannel bool) *Promise[*Consumer] {
 	if err != nil {
 		fail(err)
 	}
-	return p
 }
 
 // Consume starts a consumer on a channel of its own, so its prefetch and
 // its failures touch nothing else. The channel closes when the consumer
-// ends. It does not block.
+// ends. It does not block. basic.consume goes out once the client-level
+// operations already issued on o.Queue (its declare, say) have completed,
+// so a consumer may be started right behind the declare of its queue.
 func (c *Client) Consume(o ops.Consume) *Promise[*Consumer] {
 	ch, err := c.openChannel(nil)
 	if err != nil {
 		return settled[*Consumer](nil, err)
 	}
-	return ch.consume(o, true)
+	p := newPromise[*Consumer]()
+	c.pool.afterPending(entityKey('q', o.Queue), func() { ch.consumeInto(p, o, true) })
+	return p
 }

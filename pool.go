@@ -40,6 +40,7 @@ type pooledOp struct {
 	slot     int
 	done     replyFunc
 	reissued int
+	run      func() // instead of sending: a callback waiting for an entity (afterPending)
 
 	// Guarded by pool.mu.
 	sent    bool        // on its channel: later operations there queue behind it
@@ -61,10 +62,21 @@ func (p *pool) issue(keys [2]string, m proto.Method, done replyFunc) {
 	}
 }
 
+// deleteSlot carries every client-level delete. RabbitMQ 3.10 can crash a
+// channel (541, closing the connection) or a queue when bound entities are
+// deleted at once on different channels; one channel runs them serially,
+// still pipelined.
+const deleteSlot = 0
+
 // enlistLocked records op as the latest operation on its entities and
 // reports whether it may be sent now.
 func (p *pool) enlistLocked(op *pooledOp) bool {
-	op.slot = p.slotLocked(op.keys[0])
+	switch op.m.(type) {
+	case *proto.QueueDelete, *proto.ExchangeDelete:
+		op.slot = deleteSlot
+	default:
+		op.slot = p.slotLocked(op.keys[0])
+	}
 	for _, k := range op.keys {
 		if k == "" {
 			continue
@@ -86,6 +98,21 @@ func (p *pool) slotLocked(key string) int {
 		return p.rr % len(p.chans)
 	}
 	return int(maphash.String(p.seed, key) % uint64(len(p.chans)))
+}
+
+// afterPending runs fn once the client-level operations issued so far on
+// the entity key have completed (at once, on this goroutine, if there are
+// none; else on the reader goroutine). fn must not block.
+func (p *pool) afterPending(key string, fn func()) {
+	p.mu.Lock()
+	prev := p.last[key]
+	if key == "" || prev == nil {
+		p.mu.Unlock()
+		fn()
+		return
+	}
+	prev.after = append(prev.after, &pooledOp{run: fn, waiting: 1})
+	p.mu.Unlock()
 }
 
 // publish sends a client-level publish. Usually it goes straight out on
@@ -124,6 +151,10 @@ func (p *pool) publish(ctx context.Context, o *ops.Publish, m *proto.BasicPublis
 // send puts op on its slot's channel. It runs on the issuing goroutine or,
 // for re-issues and released dependants, on the reader; it never blocks.
 func (p *pool) send(op *pooledOp) {
+	if op.run != nil {
+		op.run()
+		return
+	}
 	for {
 		ch, err := p.channel(op.slot)
 		if err == nil {

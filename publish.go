@@ -45,6 +45,11 @@ func (c *Client) Publish(ctx context.Context, o ops.Publish) *Promise[struct{}] 
 
 // Get fetches one message from a queue on the client's channel pool. The
 // delivery is acknowledged on the channel it came from. It does not block.
+// Get goes out after the client-level operations on its queue (a declare,
+// a publish to the default exchange routed by the queue's name), but not
+// after a publish to a named exchange, which may be on another channel:
+// the broker orders operations only within a channel. To read what you
+// just published through an exchange, publish and Get on one Channel.
 func (c *Client) Get(o ops.Get) *Promise[GetResult] {
 	p := newPromise[GetResult]()
 	c.pool.issue(queueKeys(o.Queue, ""), &proto.BasicGet{Queue: o.Queue, NoAck: o.NoAck}, getReply(p, o.NoAck))

@@ -545,3 +545,34 @@ func TestConsumeErrWhenDeliveriesClose(t *testing.T) {
 	}
 	assert.Zero(t, misses, "Err() was not ErrConsumerCancelled right after Deliveries closed, in %d of %d rounds", misses, rounds)
 }
+
+// A client-level consumer started right behind the declare of its queue,
+// without waiting for the declare, runs once the declare is done (it would
+// get 404 NOT_FOUND if it raced ahead on its own channel).
+func TestClientConsumeBehindDeclare(t *testing.T) {
+	const n = 20
+	c := dial(t)
+	ctx := testContext(t)
+	qs := uniqueNames(t, "q", n)
+	deleteAtEnd(t, qs, nil)
+
+	consumers := make([]*leveret.Promise[*leveret.Consumer], n)
+	for i, q := range qs {
+		c.QueueDeclare(ops.QueueDeclare{Queue: q})
+		consumers[i] = c.Consume(ops.Consume{Queue: q, Prefetch: 10})
+	}
+	for i, q := range qs {
+		cs := msgOK(t, ctx, consumers[i], "consume behind declare of "+q)
+		msgOK(t, ctx, c.Publish(ctx, ops.Publish{RoutingKey: q, Message: ops.Message{Body: []byte(q)}}), "publish")
+		select {
+		case d := <-cs.Deliveries():
+			require.NotNil(t, d)
+			assert.Equal(t, q, string(d.Body))
+			msgOK(t, ctx, d.Ack(), "ack")
+		case <-ctx.Done():
+			t.Fatalf("no delivery on %s", q)
+		}
+		msgOK(t, ctx, cs.Cancel(), "cancel")
+	}
+	require.NoError(t, c.Err())
+}
