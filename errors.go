@@ -74,6 +74,10 @@ func (e *ChannelError) Error() string {
 	return fmt.Sprintf("amqp: channel closed: %d %v: %s%s", e.Code, e.Code, e.Text, methodSuffix(e.ClassID, e.MethodID))
 }
 
+// Method names the method that failed, such as "queue.declare", or is ""
+// if the broker named none.
+func (e *ChannelError) Method() string { return methodName(e.ClassID, e.MethodID) }
+
 // Is matches reply-code sentinels such as ErrNotFound.
 func (e *ChannelError) Is(target error) bool { return matchCode(target, e.Code) }
 
@@ -98,6 +102,10 @@ func (e *ConnectionError) Error() string {
 // Is matches reply-code sentinels such as ErrAccessRefused.
 func (e *ConnectionError) Is(target error) bool { return matchCode(target, e.Code) }
 
+// Method names the method the broker blamed, such as "connection.open",
+// or is "" if it named none.
+func (e *ConnectionError) Method() string { return methodName(e.ClassID, e.MethodID) }
+
 // Unwrap returns the I/O error behind a lost connection.
 func (e *ConnectionError) Unwrap() error { return e.Cause }
 
@@ -110,7 +118,14 @@ func methodSuffix(class, method uint16) string {
 	if class == 0 {
 		return ""
 	}
-	return fmt.Sprintf(" (%v)", proto.MethodID(uint32(class)<<16|uint32(method)))
+	return " (" + methodName(class, method) + ")"
+}
+
+func methodName(class, method uint16) string {
+	if class == 0 {
+		return ""
+	}
+	return proto.MethodID(uint32(class)<<16 | uint32(method)).String()
 }
 
 // faultError turns mux's description of a failure into the public types.

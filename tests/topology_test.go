@@ -210,7 +210,9 @@ func TestChannelDeclareConflictFailsFollowers(t *testing.T) {
 	var ce *leveret.ChannelError
 	require.ErrorAs(t, err, &ce)
 	assert.Equal(t, leveret.ReplyCode(406), ce.Code)
+	assert.Equal(t, "queue.declare", ce.Method())
 	assert.NotErrorIs(t, err, leveret.ErrNotExecuted)
+	require.ErrorIs(t, ch.Err(), leveret.ErrPreconditionFailed, "the channel's reason is set before its operations fail")
 	for _, p := range aps {
 		_, err := p.Wait(ctx)
 		require.ErrorIs(t, err, leveret.ErrNotExecuted, "declare behind the conflict")
