@@ -39,7 +39,7 @@ func defaultConfig() config {
 		channelMax:        2047,
 		frameMax:          128 << 10,
 		connectionTimeout: 30 * time.Second,
-		topologyChannels:  4,
+		topologyChannels:  32,
 		writeLimit:        1 << 20,
 		consumerBuffer:    1024,
 	}
@@ -115,8 +115,10 @@ func WithLogger(l *slog.Logger) Option {
 }
 
 // WithTopologyChannels sets how many of its own channels the client spreads
-// client-level operations over (default 4, 1-64). The broker runs each
-// channel serially, so more channels use more of its cores.
+// client-level operations over (default 32, 1-64). The broker runs each
+// channel serially, so more channels use more of its cores: on a 2-core
+// broker, 1,000 pipelined declares ran 1.9x faster on 32 channels than on 4.
+// Channels are opened only when an operation first hashes to them.
 func WithTopologyChannels(n int) Option {
 	return optionFunc(func(c *config) { c.topologyChannels = n })
 }
