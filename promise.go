@@ -13,21 +13,29 @@ var ErrPending = errors.New("amqp: promise not settled yet")
 // Promise is the eventual result of an operation. It is settled exactly
 // once, by the connection's goroutines, with a value or an error. Any number
 // of goroutines may wait on it.
+//
+// The done channel is made only when someone waits before the promise
+// settles: most publishes and acks are never waited on one by one, and
+// they then cost no channel.
 type Promise[T any] struct {
-	done    chan struct{}
-	settled atomic.Bool
-	val     T
-	err     error
+	state atomic.Uint32                 // pending, settling or settled
+	done  atomic.Pointer[chan struct{}] // made by the first early waiter
+	val   T
+	err   error
 }
 
-func newPromise[T any]() *Promise[T] {
-	return &Promise[T]{done: make(chan struct{})}
-}
+const (
+	pending uint32 = iota
+	settling
+	settledState
+)
+
+func newPromise[T any]() *Promise[T] { return &Promise[T]{} }
 
 // settled returns a promise that is already settled.
 func settled[T any](v T, err error) *Promise[T] {
-	p := &Promise[T]{done: closedChan, val: v, err: err}
-	p.settled.Store(true)
+	p := &Promise[T]{val: v, err: err}
+	p.state.Store(settledState)
 	return p
 }
 
@@ -36,24 +44,30 @@ var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); retu
 // resolve settles p. The first call wins; later calls are ignored so that
 // a completion racing with a failure cannot panic.
 func (p *Promise[T]) resolve(v T, err error) {
-	if !p.settled.CompareAndSwap(false, true) {
+	if !p.state.CompareAndSwap(pending, settling) {
 		return
 	}
 	p.val, p.err = v, err
-	close(p.done)
+	p.state.Store(settledState)
+	// A waiter that installed its channel before the store above is woken
+	// here; one that installs it later sees settledState (both sides use
+	// sequentially consistent atomics), so no wake-up is lost.
+	if ch := p.done.Load(); ch != nil {
+		close(*ch)
+	}
 }
+
+func (p *Promise[T]) isSettled() bool { return p.state.Load() == settledState }
 
 // Wait blocks until the promise settles or ctx ends. Giving up on ctx stops
 // the wait, not the operation: the broker may still carry it out, and its
 // reply is still read so the channel stays in step.
 func (p *Promise[T]) Wait(ctx context.Context) (T, error) {
-	select {
-	case <-p.done:
+	if p.isSettled() {
 		return p.val, p.err
-	default:
 	}
 	select {
-	case <-p.done:
+	case <-p.Done():
 		return p.val, p.err
 	case <-ctx.Done():
 		var zero T
@@ -62,29 +76,42 @@ func (p *Promise[T]) Wait(ctx context.Context) (T, error) {
 }
 
 // Done is closed once the promise has settled.
-func (p *Promise[T]) Done() <-chan struct{} { return p.done }
+func (p *Promise[T]) Done() <-chan struct{} {
+	if p.isSettled() {
+		return closedChan
+	}
+	ch := p.done.Load()
+	if ch == nil {
+		made := make(chan struct{})
+		if p.done.CompareAndSwap(nil, &made) {
+			ch = &made
+		} else {
+			ch = p.done.Load()
+		}
+	}
+	if p.isSettled() { // settled while the channel was installed: it may not be closed yet
+		return closedChan
+	}
+	return *ch
+}
 
 // Err does not block: it is ErrPending until the promise settles, then the
 // operation's error (nil on success).
 func (p *Promise[T]) Err() error {
-	select {
-	case <-p.done:
-		return p.err
-	default:
+	if !p.isSettled() {
 		return ErrPending
 	}
+	return p.err
 }
 
 // Value does not block: it returns the result and true once the promise has
 // settled successfully, else the zero value and false.
 func (p *Promise[T]) Value() (T, bool) {
-	select {
-	case <-p.done:
-		return p.val, p.err == nil
-	default:
+	if !p.isSettled() {
 		var zero T
 		return zero, false
 	}
+	return p.val, p.err == nil
 }
 
 // Waiter is what WaitAll and WaitAny accept: any *Promise[T].
