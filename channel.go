@@ -87,7 +87,7 @@ func (ch *Channel) Async(m proto.Method, msg *ops.Message) {
 			ch.c.cfg.logger.Warn("amqp: message returned and no return handler is set", "exchange", r.Exchange, "routing_key", r.RoutingKey, "reply_code", r.ReplyCode)
 			return
 		}
-		ch.c.dispatch.post(func() { fn(r) })
+		ch.c.dispatch.postBatched(func() { fn(r) })
 	case *proto.BasicAck:
 		ch.confirmed(Confirmation{Ack: true, DeliveryTag: m.DeliveryTag, Multiple: m.Multiple})
 	case *proto.BasicNack:
@@ -112,7 +112,7 @@ func (ch *Channel) Closed(err error) {
 	onClose := ch.onClose
 	ch.mu.Unlock()
 	if onClose != nil {
-		ch.c.dispatch.post(func() { onClose(err) })
+		ch.c.dispatch.postBatched(func() { onClose(err) })
 	}
 	for _, cs := range consumers {
 		cs.end(err)

@@ -35,7 +35,7 @@ func newClient(nc net.Conn, fr *proto.FrameReader, t tuning, cfg config) *Client
 		cfg.logger = slog.New(slog.DiscardHandler)
 	}
 	c := &Client{cfg: cfg, tuning: t, dispatch: newDispatcher(cfg.logger)}
-	c.conn = mux.New(nc, fr, newMuxConfig(t, cfg, c.onBlocked))
+	c.conn = mux.New(nc, fr, newMuxConfig(t, cfg, c.onBlocked, c.dispatch.kick))
 	c.pool = newPool(c, cfg.topologyChannels)
 	return c
 }

@@ -246,7 +246,7 @@ func clientProperties(cfg *config) ops.Table {
 	return t
 }
 
-func newMuxConfig(t tuning, cfg config, onBlocked func(bool, string)) mux.Config {
+func newMuxConfig(t tuning, cfg config, onBlocked func(bool, string), onReadIdle func()) mux.Config {
 	return mux.Config{
 		FrameMax:   t.frameMax,
 		ChannelMax: t.channelMax,
@@ -255,5 +255,6 @@ func newMuxConfig(t tuning, cfg config, onBlocked func(bool, string)) mux.Config
 		Logger:     cfg.logger,
 		FaultError: faultError,
 		OnBlocked:  onBlocked,
+		OnReadIdle: onReadIdle,
 	}
 }

@@ -30,8 +30,32 @@ func newDispatcher(log *slog.Logger) *dispatcher {
 	return &dispatcher{log: log, wake: make(chan struct{}, 1)}
 }
 
-// post queues fn without blocking.
+// post queues fn without blocking and wakes the dispatcher.
 func (d *dispatcher) post(fn func()) {
+	d.enqueue(fn)
+	d.kick()
+}
+
+// postBatched queues fn without waking the dispatcher: the reader posts
+// the events of one read this way and kicks once when it has handled them
+// all (mux.Config.OnReadIdle), so a read full of confirmations costs one
+// wake-up, not one each. Only the reader goroutine may use it.
+func (d *dispatcher) postBatched(fn func()) { d.enqueue(fn) }
+
+// kick wakes the dispatcher if anything is queued. It does not block.
+func (d *dispatcher) kick() {
+	d.mu.Lock()
+	queued := len(d.queue) > 0
+	d.mu.Unlock()
+	if queued {
+		select {
+		case d.wake <- struct{}{}:
+		default:
+		}
+	}
+}
+
+func (d *dispatcher) enqueue(fn func()) {
 	d.mu.Lock()
 	if d.closed {
 		d.mu.Unlock()
@@ -48,10 +72,6 @@ func (d *dispatcher) post(fn func()) {
 		go d.run() // owner: dispatcher; exits when close is called.
 	}
 	d.mu.Unlock()
-	select {
-	case d.wake <- struct{}{}:
-	default:
-	}
 }
 
 func (d *dispatcher) run() {

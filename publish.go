@@ -137,7 +137,7 @@ func (ch *Channel) confirmed(cf Confirmation) {
 	fn := ch.onConfirm
 	ch.mu.Unlock()
 	if fn != nil {
-		ch.c.dispatch.post(func() { fn(cf) })
+		ch.c.dispatch.postBatched(func() { fn(cf) })
 	}
 }
 

@@ -251,13 +251,16 @@ func (p *Publisher) stoppedLocked() error {
 	return nil
 }
 
-// releaseLocked frees n window slots and wakes those waiting for room.
+// releaseLocked frees n window slots and wakes those waiting for room once
+// a sixteenth of the window is free. Waking them for every freed slot made
+// a full window's publisher and the dispatcher take turns one message at a
+// time, a wake-up each; now one wake-up lets a waiter publish a batch.
 func (p *Publisher) releaseLocked(n int) {
 	if n == 0 {
 		return
 	}
 	p.inflight -= n
-	if p.room != nil {
+	if p.room != nil && p.inflight <= p.window-max(1, p.window/16) {
 		close(p.room)
 		p.room = nil
 	}

@@ -29,6 +29,11 @@ type Config struct {
 	// OnBlocked reports connection.blocked (true) and connection.unblocked.
 	// It runs on the reader goroutine and must not block.
 	OnBlocked func(blocked bool, reason string)
+	// OnReadIdle, if set, is called on the reader goroutine each time it has
+	// handled every frame it has read and is about to read the socket again,
+	// and once after the connection ended. Handlers can batch the events
+	// of one read and pass them on here. It must not block.
+	OnReadIdle func()
 }
 
 // Conn is one multiplexed AMQP connection.

@@ -18,10 +18,20 @@ func (c *Conn) readLoop() {
 	err := c.readFrames()
 	c.fail(err)
 	c.failChannels(c.deadErr)
+	c.readIdle()
+}
+
+func (c *Conn) readIdle() {
+	if c.cfg.OnReadIdle != nil {
+		c.cfg.OnReadIdle()
+	}
 }
 
 func (c *Conn) readFrames() error {
 	for {
+		if c.fr.Buffered() == 0 {
+			c.readIdle()
+		}
 		f, err := c.fr.ReadFrame()
 		if err != nil {
 			return c.readError(err)

@@ -52,6 +52,10 @@ type FrameReader struct {
 	payload []byte // reused; holds payload and frame-end octet
 }
 
+// Buffered is how many bytes have been read from the connection and not
+// yet returned as frames: 0 means the next ReadFrame will read the socket.
+func (r *FrameReader) Buffered() int { return r.r.Buffered() }
+
 // NewFrameReader returns a FrameReader that accepts frames of up to 128 KiB
 // (RabbitMQ's default frame_max) until SetMaxFrameSize says otherwise.
 func NewFrameReader(r io.Reader) *FrameReader {
