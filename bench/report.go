@@ -19,6 +19,7 @@ type stat struct {
 	rate   float64 // operations per second
 	cpu    float64 // process CPU µs per operation
 	sys    float64 // process read+write system calls per operation
+	broker float64 // broker CPU in cores during the section
 	rounds int
 }
 
@@ -44,7 +45,7 @@ func median(xs []float64) float64 {
 }
 
 func summarize(cfg *config, samples []sample) *report {
-	rates, cpus, sys := map[key][]float64{}, map[key][]float64{}, map[key][]float64{}
+	rates, cpus, sys, broker := map[key][]float64{}, map[key][]float64{}, map[key][]float64{}, map[key][]float64{}
 	r := &report{cfg: cfg, stats: map[key]stat{}}
 	for _, s := range samples {
 		k := key{s.scenario, s.client}
@@ -54,9 +55,10 @@ func summarize(cfg *config, samples []sample) *report {
 		rates[k] = append(rates[k], s.rate())
 		cpus[k] = append(cpus[k], s.cpuPerOp())
 		sys[k] = append(sys[k], s.syscallsPerOp())
+		broker[k] = append(broker[k], s.brokerBusy())
 	}
 	for k := range rates {
-		r.stats[k] = stat{rate: median(rates[k]), cpu: median(cpus[k]), sys: median(sys[k]), rounds: len(rates[k])}
+		r.stats[k] = stat{rate: median(rates[k]), cpu: median(cpus[k]), sys: median(sys[k]), broker: median(broker[k]), rounds: len(rates[k])}
 	}
 	return r
 }
@@ -143,8 +145,10 @@ func (r *report) markdown() string {
 		b.WriteString("\n")
 	}
 	b.WriteString("\n### Client CPU per message\n\nProcess user+sys CPU (getrusage) during the timed section ÷ messages, in µs (lower is better). " +
-		"Syscalls: the process's read+write system calls (/proc/self/io syscr+syscw) ÷ messages.\n\n")
-	b.WriteString("| Scenario | amqp091-go µs | leveret µs | leveret ÷ amqp091-go | amqp091-go syscalls | leveret syscalls |\n|---|--:|--:|--:|--:|--:|\n")
+		"Syscalls: the process's read+write system calls (/proc/self/io syscr+syscw) ÷ messages. " +
+		"Broker: the local RabbitMQ node's CPU (beam.smp, /proc) during the section, in cores; " +
+		"near the machine's core count minus the client's share, the broker bounds the rate.\n\n")
+	b.WriteString("| Scenario | amqp091-go µs | leveret µs | leveret ÷ amqp091-go | amqp091-go syscalls | leveret syscalls | broker cores (amqp091-go / leveret) |\n|---|--:|--:|--:|--:|--:|--:|\n")
 	for _, s := range r.scenarios {
 		if strings.HasPrefix(s, "declare-") {
 			continue
@@ -163,8 +167,14 @@ func (r *report) markdown() string {
 			}
 			return fmt.Sprintf("%.3f", st.sys)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s |\n", r.title(s), cell(o, ok2), cell(l, ok1), fmtRatio(r.cpuRatio(s)),
-			sysCell(o, ok2), sysCell(l, ok1))
+		brokerCell := func(st stat, ok bool) string {
+			if !ok {
+				return "—"
+			}
+			return fmt.Sprintf("%.2f", st.broker)
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s / %s |\n", r.title(s), cell(o, ok2), cell(l, ok1), fmtRatio(r.cpuRatio(s)),
+			sysCell(o, ok2), sysCell(l, ok1), brokerCell(o, ok2), brokerCell(l, ok1))
 	}
 	b.WriteString("\n### Targets\n\n| Target | Measured | Holds |\n|---|--:|:-:|\n")
 	for _, t := range r.targets() {
@@ -223,12 +233,12 @@ func writeRaw(path string, samples []sample) error {
 		return err
 	}
 	w := csv.NewWriter(f)
-	w.Write([]string{"round", "scenario", "client", "ops", "seconds", "rate_per_s", "cpu_seconds", "cpu_us_per_op", "read_syscalls", "write_syscalls"})
+	w.Write([]string{"round", "scenario", "client", "ops", "seconds", "rate_per_s", "cpu_seconds", "cpu_us_per_op", "read_syscalls", "write_syscalls", "broker_cpu_seconds"})
 	for _, s := range samples {
 		w.Write([]string{strconv.Itoa(s.round), s.scenario, s.client, strconv.Itoa(s.ops),
 			fmt.Sprintf("%.4f", s.elapsed.Seconds()), fmt.Sprintf("%.1f", s.rate()),
 			fmt.Sprintf("%.4f", s.cpu.Seconds()), fmt.Sprintf("%.3f", s.cpuPerOp()),
-			strconv.FormatInt(s.reads, 10), strconv.FormatInt(s.write, 10)})
+			strconv.FormatInt(s.reads, 10), strconv.FormatInt(s.write, 10), fmt.Sprintf("%.3f", s.broker.Seconds())})
 	}
 	w.Flush()
 	if err := w.Error(); err != nil {

@@ -6,6 +6,7 @@ import (
 	"log"
 	"net/url"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -54,6 +55,10 @@ func (s sample) rate() float64 { return float64(s.ops) / s.elapsed.Seconds() }
 
 // cpuPerOp is the process CPU per operation in microseconds.
 func (s sample) cpuPerOp() float64 { return float64(s.cpu.Microseconds()) / float64(s.ops) }
+
+// brokerBusy is the broker's CPU over the wall time, in cores (2.0 = both
+// cores of a 2-core machine), 0 when the broker's process was not found.
+func (s sample) brokerBusy() float64 { return s.broker.Seconds() / s.elapsed.Seconds() }
 
 // syscallsPerOp is the process's read+write system calls per operation.
 func (s sample) syscallsPerOp() float64 { return float64(s.reads+s.write) / float64(s.ops) }
@@ -148,6 +153,7 @@ type cost struct {
 	elapsed      time.Duration
 	cpu          time.Duration // user+sys of the whole process
 	reads, write int64         // read and write system calls of the whole process
+	broker       time.Duration // user+sys of the local broker (beam.smp), 0 if not found
 }
 
 // measure runs f as the timed section: wall time, the process's CPU
@@ -157,10 +163,11 @@ type cost struct {
 func measure(f func() error) (cost, error) {
 	runtime.GC()
 	c0 := processCPU()
+	b0 := brokerCPU()
 	r0, w0 := processSyscalls()
 	t0 := time.Now()
 	err := f()
-	m := cost{elapsed: time.Since(t0), cpu: processCPU() - c0}
+	m := cost{elapsed: time.Since(t0), cpu: processCPU() - c0, broker: brokerCPU() - b0}
 	r1, w1 := processSyscalls()
 	m.reads, m.write = r1-r0, w1-w0
 	return m, err
@@ -185,6 +192,37 @@ func processSyscalls() (reads, writes int64) {
 	}
 	return reads, writes
 }
+
+// brokerCPU is the user+sys CPU so far of the local RabbitMQ node (the
+// beam.smp process, from /proc/PID/stat), or 0 if there is none: a broker
+// elsewhere is not measured. It shows when the broker, not the client,
+// bounds a scenario.
+func brokerCPU() time.Duration {
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	for _, d := range dirs {
+		comm, err := os.ReadFile(d + "/comm")
+		if err != nil || strings.TrimSpace(string(comm)) != "beam.smp" {
+			continue
+		}
+		stat, err := os.ReadFile(d + "/stat")
+		if err != nil {
+			return 0
+		}
+		// Fields after the parenthesised command: state is field 3, utime 14, stime 15.
+		_, rest, ok := strings.Cut(string(stat), ") ")
+		f := strings.Fields(rest)
+		if !ok || len(f) < 13 {
+			return 0
+		}
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		return time.Duration(ut+st) * time.Second / clockTicks
+	}
+	return 0
+}
+
+// clockTicks is USER_HZ, the unit of /proc/PID/stat times: 100 on Linux.
+const clockTicks = 100
 
 func processCPU() time.Duration {
 	var ru syscall.Rusage
@@ -271,8 +309,8 @@ func runAll(ctx context.Context, e *env) ([]sample, error) {
 					return out, fmt.Errorf("round %d, %s, %s: %w", round, j.scenario, j.client, err)
 				}
 				s := sample{scenario: j.scenario, client: j.client, round: round, ops: j.ops, cost: m}
-				log.Printf("round %d  %-22s %-15s %10.0f/s  %7.2f µs CPU/op  %6.3f syscalls/op  (%v)", round, j.scenario, j.client,
-					s.rate(), s.cpuPerOp(), s.syscallsPerOp(), m.elapsed.Round(time.Millisecond))
+				log.Printf("round %d  %-22s %-15s %10.0f/s  %7.2f µs CPU/op  %6.3f syscalls/op  broker %.2f cores  (%v)", round, j.scenario, j.client,
+					s.rate(), s.cpuPerOp(), s.syscallsPerOp(), s.brokerBusy(), m.elapsed.Round(time.Millisecond))
 				out = append(out, s)
 			}
 		}
