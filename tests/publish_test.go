@@ -346,9 +346,13 @@ func TestPublishMissingExchange(t *testing.T) {
 	missing := msgName(t, "missing")
 	ch := msgChannel(t, c)
 
-	// Written to the socket: the publish itself succeeds locally.
-	msgOK(t, ctx, ch.Publish(ctx, ops.Publish{Exchange: missing, Message: ops.Message{Body: []byte("x")}}), "publish")
-	_, err := ch.QueueDeclare(ops.QueueDeclare{Queue: q, Passive: true}).Wait(ctx)
+	// Written to the socket: the publish itself succeeds locally. The
+	// declare is issued at once, before the broker can have answered: one
+	// issued after the channel ended would fail with the 404 itself.
+	published := ch.Publish(ctx, ops.Publish{Exchange: missing, Message: ops.Message{Body: []byte("x")}})
+	declared := ch.QueueDeclare(ops.QueueDeclare{Queue: q, Passive: true})
+	msgOK(t, ctx, published, "publish")
+	_, err := declared.Wait(ctx)
 	require.Error(t, err)
 	assert.ErrorIs(t, err, leveret.ErrNotFound)
 	assert.ErrorIs(t, err, leveret.ErrNotExecuted, "the declare behind the failed publish was discarded")
