@@ -170,5 +170,12 @@ func (c *Conn) closedErr() error {
 	if err := c.Err(); err != nil {
 		return err
 	}
+	// fail sets werr before it closes dead: in between, werr is the cause.
+	c.wmu.Lock()
+	err := c.werr
+	c.wmu.Unlock()
+	if err != nil {
+		return err
+	}
 	return ErrClosed
 }
