@@ -288,7 +288,9 @@ func cfCloseMidStream(t *testing.T) (inDoubt int) {
 			pr := p.Publish(ctx, cfMsg(q, i, body))
 			ps = append(ps, pr)
 			maxInFly = max(maxInFly, p.InFlight())
-			if pr.Err() != nil && !errors.Is(pr.Err(), leveret.ErrPending) {
+			// One read of Err: between two, a pending promise can settle
+			// acked, and the loop would stop on a success.
+			if err := pr.Err(); err != nil && !errors.Is(err, leveret.ErrPending) {
 				return
 			}
 		}
