@@ -66,7 +66,7 @@ var settledOK = settled(struct{}{}, nil)
 // Ack acknowledges deliveries received on this channel. It does not block
 // and refuses locally (ErrUnknownDeliveryTag) a tag that is not outstanding.
 func (ch *Channel) Ack(o ops.Ack) *Promise[struct{}] {
-	return ch.acknowledge(o.DeliveryTag, o.Multiple, &proto.BasicAck{DeliveryTag: o.DeliveryTag, Multiple: o.Multiple})
+	return ch.acknowledge(o.DeliveryTag, o.Multiple, nil)
 }
 
 // Nack rejects deliveries received on this channel. It does not block.
@@ -79,9 +79,10 @@ func (ch *Channel) Reject(o ops.Reject) *Promise[struct{}] {
 	return ch.acknowledge(o.DeliveryTag, false, &proto.BasicReject{DeliveryTag: o.DeliveryTag, Requeue: o.Requeue})
 }
 
-// acknowledge checks the tag against the outstanding set and sends m. The
-// check and the send happen under one lock so concurrent acks of one tag
-// cannot both pass.
+// acknowledge checks the tag against the outstanding set and sends m, or
+// basic.ack when m is nil. The check and the send happen under one lock so
+// concurrent acks of one tag cannot both pass, and so the outstanding set
+// tells the truth about what is queued before the ack.
 func (ch *Channel) acknowledge(tag uint64, multiple bool, m proto.Method) *Promise[struct{}] {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
@@ -101,7 +102,17 @@ func (ch *Channel) acknowledge(tag uint64, multiple bool, m proto.Method) *Promi
 	if !known {
 		return settled(struct{}{}, ErrUnknownDeliveryTag)
 	}
-	if err := ch.mc.Call(&mux.Request{Method: m}); err != nil {
+	var err error
+	if m == nil {
+		// Cumulative: nothing at or below tag is left to ack, so mux may
+		// merge this ack with the one queued before it. Not in transaction
+		// mode, where a rollback makes acked tags outstanding again.
+		cumulative := !ch.tx && (multiple || ch.unacked.noneUpTo(tag))
+		err = ch.mc.Ack(tag, multiple, cumulative)
+	} else {
+		err = ch.mc.Call(&mux.Request{Method: m})
+	}
+	if err != nil {
 		return settled(struct{}{}, err)
 	}
 	return settledOK

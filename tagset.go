@@ -54,6 +54,11 @@ func (s *tagSet) removeUpTo(tag uint64, record *[]uint64) int {
 	return removed
 }
 
+// noneUpTo reports that no tag ≤ tag is outstanding.
+func (s *tagSet) noneUpTo(tag uint64) bool {
+	return s.head == len(s.tags) || s.tags[s.head] > tag
+}
+
 // restore makes tags outstanding again (after a transaction that acked
 // them was rolled back). It rebuilds the set: rollbacks are rare.
 func (s *tagSet) restore(tags []uint64) {

@@ -45,18 +45,24 @@ type Conn struct {
 	cfg Config
 
 	// Queued output, filled by any goroutine and drained by the writer.
-	wmu          sync.Mutex
-	wbuf         []byte
-	wcbs         []func(error) // called after the bytes queued with them are written
-	wspare       []byte
-	wspareCbs    []func(error)
-	werr         error         // set once nothing more can be written
-	blocked      bool          // connection.blocked in force: publishes wait
-	roomWaiters  bool          // someone waits on room
-	room         chan struct{} // closed and replaced when the writer drains or unblocks
-	wake         chan struct{} // capacity 1: tells the writer there is output
-	ioMu         sync.Mutex    // serialises writes to nc
-	readActivity atomic.Bool   // set by the reader on every frame, cleared by the writer's heartbeat tick
+	wmu         sync.Mutex
+	wbuf        []byte
+	wcbs        []func(error) // called after the bytes queued with them are written
+	wspare      []byte
+	wspareCbs   []func(error)
+	werr        error         // set once nothing more can be written
+	blocked     bool          // connection.blocked in force: publishes wait
+	roomWaiters bool          // someone waits on room
+	room        chan struct{} // closed and replaced when the writer drains or unblocks
+	wake        chan struct{} // capacity 1: tells the writer there is output
+	ioMu        sync.Mutex    // serialises writes to nc
+	// The basic.ack frame at wbuf[ackStart:ackEnd] may be merged with a
+	// following cumulative ack (see Channel.Ack) while it is the last
+	// frame queued; ackEnd is 0 when there is none.
+	ackStart, ackEnd int
+	ackChan          uint16
+	ackTag           uint64
+	readActivity     atomic.Bool // set by the reader on every frame, cleared by the writer's heartbeat tick
 
 	// Channel table.
 	cmu       sync.Mutex

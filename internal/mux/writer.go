@@ -41,6 +41,36 @@ func (c *Conn) enqueue(encode func([]byte) ([]byte, error), written func(error))
 	return nil
 }
 
+// enqueueAck queues basic.ack (see Channel.Ack). A cumulative ack replaces
+// the previous ack of a lower tag on the same channel if that is still the
+// last frame queued: nothing was queued between them, so the broker would
+// have processed the two back to back, and one multiple ack for tag
+// acknowledges the same deliveries.
+func (c *Conn) enqueueAck(channel uint16, tag uint64, multiple, cumulative bool) error {
+	c.wmu.Lock()
+	if c.werr != nil {
+		c.wmu.Unlock()
+		return c.closedErr()
+	}
+	if cumulative && tag != 0 && c.ackEnd != 0 && c.ackEnd == len(c.wbuf) && c.ackChan == channel && c.ackTag < tag {
+		c.wbuf = c.wbuf[:c.ackStart]
+		multiple = true
+	}
+	start := len(c.wbuf)
+	m := proto.BasicAck{DeliveryTag: tag, Multiple: multiple}
+	c.wbuf = proto.AppendAckFrame(c.wbuf, channel, &m)
+	c.ackStart, c.ackEnd, c.ackChan, c.ackTag = start, 0, channel, tag
+	if tag != 0 { // ack(0, multiple) means "all": never merged into
+		c.ackEnd = len(c.wbuf)
+	}
+	c.wmu.Unlock()
+	select {
+	case c.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
 func (c *Conn) enqueueMethod(channel uint16, m proto.Method, written func(error)) error {
 	return c.enqueue(func(dst []byte) ([]byte, error) {
 		return proto.AppendMethodFrame(dst, channel, m)
@@ -149,6 +179,7 @@ func (c *Conn) flush() (int, error) {
 		return 0, nil
 	}
 	c.wbuf, c.wcbs = c.wspare[:0], c.wspareCbs[:0]
+	c.ackEnd = 0 // the ack it marks is about to be written
 	c.wmu.Unlock()
 
 	var err error
@@ -185,7 +216,7 @@ func (c *Conn) flush() (int, error) {
 func (c *Conn) failWriteCallbacks() {
 	c.wmu.Lock()
 	cbs := c.wcbs
-	c.wcbs, c.wbuf = nil, nil
+	c.wcbs, c.wbuf, c.ackEnd = nil, nil, 0
 	c.wakeRoomLocked()
 	c.wmu.Unlock()
 	err := c.closedErr()

@@ -184,6 +184,17 @@ func AppendMethodFrame(dst []byte, channel uint16, m Method) ([]byte, error) {
 	return endFrame(dst, out, start)
 }
 
+// AppendAckFrame appends a basic.ack method frame. It is
+// AppendMethodFrame without the Method interface, through which m would
+// escape: acks are sent once per delivery and should not allocate.
+func AppendAckFrame(dst []byte, channel uint16, m *BasicAck) []byte {
+	out, start := beginFrame(dst, FrameMethod, channel)
+	out = binary.BigEndian.AppendUint32(out, uint32(BasicAckID))
+	out, _ = m.Append(out) // fixed size: cannot fail
+	out, _ = endFrame(dst, out, start)
+	return out
+}
+
 // AppendHeartbeat appends a heartbeat frame to dst.
 func AppendHeartbeat(dst []byte) []byte {
 	return append(dst, FrameHeartbeat, 0, 0, 0, 0, 0, 0, FrameEnd)

@@ -1,0 +1,107 @@
+package mux
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"net"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/leveret-mq/leveret/internal/proto"
+)
+
+// queuedFrames decodes what c has queued, as "channel:method" strings with
+// the ack's tag and multiple bit for basic.ack.
+func queuedFrames(t *testing.T, c *Conn) []any {
+	t.Helper()
+	fr := proto.NewFrameReader(bytes.NewReader(c.wbuf))
+	var out []any
+	for {
+		f, err := fr.ReadFrame()
+		if errors.Is(err, io.EOF) {
+			return out
+		}
+		require.NoError(t, err)
+		m, err := proto.DecodeMethod(f.Payload)
+		require.NoError(t, err)
+		if a, ok := m.(*proto.BasicAck); ok {
+			out = append(out, ackFrame{f.Channel, a.DeliveryTag, a.Multiple})
+		} else {
+			out = append(out, m.ID())
+		}
+	}
+}
+
+type ackFrame struct {
+	ch       uint16
+	tag      uint64
+	multiple bool
+}
+
+// TestEnqueueAckMerges checks which queued acks become one multiple ack:
+// only a cumulative ack right behind an ack of a lower tag on its channel.
+func TestEnqueueAckMerges(t *testing.T) {
+	type ack struct {
+		ch              uint16
+		tag             uint64
+		multiple, cumul bool
+	}
+	for _, tc := range []struct {
+		name string
+		acks []ack // a zero ack stands for another frame in between
+		want []any
+	}{
+		{"a run of in-order acks", []ack{{1, 1, false, true}, {1, 2, false, true}, {1, 3, false, true}},
+			[]any{ackFrame{1, 3, true}}},
+		{"the earlier ack need not be cumulative", []ack{{1, 2, false, false}, {1, 3, false, true}},
+			[]any{ackFrame{1, 3, true}}},
+		{"a multiple ack absorbs the single before it", []ack{{1, 4, false, true}, {1, 9, true, true}},
+			[]any{ackFrame{1, 9, true}}},
+		{"not cumulative: an earlier tag is still outstanding", []ack{{1, 1, false, true}, {1, 3, false, false}},
+			[]any{ackFrame{1, 1, false}, ackFrame{1, 3, false}}},
+		{"a lower tag after a higher one", []ack{{1, 5, false, true}, {1, 3, false, true}},
+			[]any{ackFrame{1, 5, false}, ackFrame{1, 3, false}}},
+		{"another channel", []ack{{1, 1, false, true}, {2, 2, false, true}},
+			[]any{ackFrame{1, 1, false}, ackFrame{2, 2, false}}},
+		{"another frame in between", []ack{{1, 1, false, true}, {}, {1, 2, false, true}},
+			[]any{ackFrame{1, 1, false}, proto.BasicQosID, ackFrame{1, 2, false}}},
+		{"ack everything (tag 0) is kept as it is", []ack{{1, 0, true, true}, {1, 2, false, true}},
+			[]any{ackFrame{1, 0, true}, ackFrame{1, 2, false}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &Conn{wake: make(chan struct{}, 1)}
+			for _, a := range tc.acks {
+				if a == (ack{}) {
+					require.NoError(t, c.enqueueMethod(1, &proto.BasicQos{}, nil))
+					continue
+				}
+				require.NoError(t, c.enqueueAck(a.ch, a.tag, a.multiple, a.cumul))
+			}
+			require.Equal(t, tc.want, queuedFrames(t, c))
+		})
+	}
+}
+
+// TestEnqueueAckNotMergedAfterFlush: an ack already handed to the writer
+// cannot be taken back, even if the new buffer happens to reach the same
+// length.
+func TestEnqueueAckNotMergedAfterFlush(t *testing.T) {
+	cli, srv := net.Pipe()
+	drained := make(chan struct{})
+	go func() { // owner: this test; exits when cli is closed below
+		defer close(drained)
+		io.Copy(io.Discard, srv)
+	}()
+	defer func() {
+		cli.Close()
+		<-drained
+	}()
+	c := &Conn{nc: cli, wake: make(chan struct{}, 1)}
+	require.NoError(t, c.enqueueAck(1, 1, false, true))
+	_, err := c.flush()
+	require.NoError(t, err)
+	require.NoError(t, c.enqueueAck(1, 2, false, true))
+	require.Equal(t, []any{ackFrame{1, 2, false}}, queuedFrames(t, c))
+}
