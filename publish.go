@@ -28,6 +28,18 @@ func (ch *Channel) Publish(ctx context.Context, o ops.Publish) *Promise[struct{}
 	return p
 }
 
+// Send publishes like Publish but without a promise, for callers that
+// learn what became of a message another way (publisher confirms, the
+// channel's end). It waits like Publish. It returns nil once the message is
+// queued for the socket, or the error that kept it from being sent, in
+// which case nothing was sent. A write that fails later ends the
+// connection, and with it the channel. The caller may reuse o.Message.Body
+// as soon as Send returns.
+func (ch *Channel) Send(ctx context.Context, o ops.Publish) error {
+	m := proto.BasicPublish{Exchange: o.Exchange, RoutingKey: o.RoutingKey, Mandatory: o.Mandatory}
+	return ch.mc.Publish(ctx, &m, &o.Message, nil)
+}
+
 // Publish sends a message on one of the client's own channels, chosen so
 // that it goes out after client-level operations still pending on its
 // exchange (or, for the default exchange, its queue). Otherwise it behaves

@@ -2,7 +2,6 @@ package confirm
 
 import (
 	"context"
-	"errors"
 	"slices"
 	"sync"
 
@@ -106,10 +105,12 @@ func (p *Publisher) Publish(ctx context.Context, o ops.Publish) *leveret.Promise
 		o.Message.Headers = withSeq(o.Message.Headers, seq)
 	}
 
-	// A promise settled with an error already on return means the channel
-	// refused the publish before sending anything (ctx ended while waiting
-	// for buffer room, or the channel had ended): its number goes unused.
-	if err := p.ch.Publish(ctx, o).Err(); err != nil && !errors.Is(err, leveret.ErrPending) {
+	// An error means the channel refused the publish before sending
+	// anything (ctx ended while waiting for buffer room, or the channel had
+	// ended): its number goes unused. Send rather than Publish: the write's
+	// outcome is not needed (a failed write ends the channel, and OnClose
+	// fails what is pending), so no promise is made for it.
+	if err := p.ch.Send(ctx, o); err != nil {
 		p.mu.Lock()
 		if p.pend.dropNewest(seq) {
 			p.releaseLocked(1)

@@ -166,6 +166,7 @@ func TestCloseJoinsAndIsIdempotent(t *testing.T) {
 	pc := ch.QueueDeclare(ops.QueueDeclare{Queue: uniqueName(t, "late")})
 	requireSettledNow(t, pc, "channel declare after Close")
 	require.ErrorIs(t, pc.Err(), leveret.ErrClosed)
+	require.ErrorIs(t, ch.Send(ctx, ops.Publish{RoutingKey: "late"}), leveret.ErrClosed, "Send after Close")
 	require.NoError(t, ch.Close(ctx), "closing a channel of a closed client")
 	requireGoroutinesBack(t, base, "operations after Close")
 }
