@@ -300,6 +300,37 @@ func TestAckNackMultiple(t *testing.T) {
 	assert.NoError(t, ch.Err())
 }
 
+// TestAckRunsAckOnlyWhatWasAcked: acks in order, out of order and around
+// a gap, issued back to back so that runs of them can go out as one
+// multiple ack, settle exactly the deliveries acked: the one left
+// unacked comes back when the channel closes, and only it.
+func TestAckRunsAckOnlyWhatWasAcked(t *testing.T) {
+	ctx := msgCtx(t)
+	c := msgDial(t)
+	q := msgQueue(t, c)
+	msgPublishN(t, c, q, "r", 20)
+	msgWaitDepth(t, c, q, 20)
+	ch := msgChannel(t, c)
+	var ds []*leveret.Delivery
+	for range 20 {
+		ds = append(ds, msgChanGet(t, ch, q))
+	}
+	// Indexes: 0-4 in order, then 7 before 6, then 8-11 and 13-19 past the
+	// gap at 5 and 12, then 5, which leaves only 12 outstanding.
+	order := []int{0, 1, 2, 3, 4, 7, 6, 8, 9, 10, 11, 13, 14, 15, 16, 17, 18, 19, 5}
+	ws := make([]leveret.Waiter, 0, len(order))
+	for _, i := range order {
+		ws = append(ws, ds[i].Ack())
+	}
+	require.NoError(t, leveret.WaitAll(ctx, ws...))
+	require.NoError(t, ch.Close(ctx))
+
+	msgWaitDepth(t, c, q, 1)
+	d := msgGet(t, c, q, true)
+	assert.Equal(t, "r12", string(d.Body))
+	assert.True(t, d.Redelivered)
+}
+
 // TestAckRejectDrops: reject without requeue discards the message.
 func TestAckRejectDrops(t *testing.T) {
 	ctx := msgCtx(t)
