@@ -105,3 +105,18 @@ func TestEnqueueAckNotMergedAfterFlush(t *testing.T) {
 	require.NoError(t, c.enqueueAck(1, 2, false, true))
 	require.Equal(t, []any{ackFrame{1, 2, false}}, queuedFrames(t, c))
 }
+
+// BenchmarkEnqueueAck is the mux side of acking one delivery: it should
+// not allocate.
+func BenchmarkEnqueueAck(b *testing.B) {
+	c := &Conn{wake: make(chan struct{}, 1)}
+	b.ReportAllocs()
+	tag := uint64(0)
+	for b.Loop() {
+		tag++
+		if len(c.wbuf) > 1<<16 {
+			c.wbuf, c.ackEnd = c.wbuf[:0], 0
+		}
+		c.enqueueAck(1, tag, false, tag%2 == 0) // every other ack merges
+	}
+}
