@@ -47,28 +47,20 @@ func (c *Conn) enqueue(encode func([]byte) ([]byte, error), written func(error))
 // have processed the two back to back, and one multiple ack for tag
 // acknowledges the same deliveries.
 func (c *Conn) enqueueAck(channel uint16, tag uint64, multiple, cumulative bool) error {
-	c.wmu.Lock()
-	if c.werr != nil {
-		c.wmu.Unlock()
-		return c.closedErr()
-	}
-	if cumulative && tag != 0 && c.ackEnd != 0 && c.ackEnd == len(c.wbuf) && c.ackChan == channel && c.ackTag < tag {
-		c.wbuf = c.wbuf[:c.ackStart]
-		multiple = true
-	}
-	start := len(c.wbuf)
-	m := proto.BasicAck{DeliveryTag: tag, Multiple: multiple}
-	c.wbuf = proto.AppendAckFrame(c.wbuf, channel, &m)
-	c.ackStart, c.ackEnd, c.ackChan, c.ackTag = start, 0, channel, tag
-	if tag != 0 { // ack(0, multiple) means "all": never merged into
-		c.ackEnd = len(c.wbuf)
-	}
-	c.wmu.Unlock()
-	select {
-	case c.wake <- struct{}{}:
-	default:
-	}
-	return nil
+	return c.enqueue(func(dst []byte) ([]byte, error) { // runs under wmu
+		if cumulative && tag != 0 && c.ackEnd != 0 && c.ackEnd == len(dst) && c.ackChan == channel && c.ackTag < tag {
+			dst = dst[:c.ackStart]
+			multiple = true
+		}
+		start := len(dst)
+		m := proto.BasicAck{DeliveryTag: tag, Multiple: multiple}
+		dst = proto.AppendAckFrame(dst, channel, &m)
+		c.ackStart, c.ackEnd, c.ackChan, c.ackTag = start, 0, channel, tag
+		if tag != 0 { // ack(0, multiple) means "all": never merged into
+			c.ackEnd = len(dst)
+		}
+		return dst, nil
+	}, nil)
 }
 
 func (c *Conn) enqueueMethod(channel uint16, m proto.Method, written func(error)) error {
