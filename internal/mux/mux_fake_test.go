@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
+	"os"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -450,4 +452,50 @@ func TestFakeChannelLimit(t *testing.T) {
 	require.ElementsMatch(t, []uint16{1, 2}, []uint16{a.ID, b.ID})
 	_, err = c.OpenChannel(nil, nil)
 	require.ErrorIs(t, err, mux.ErrChannelLimit)
+}
+
+// TestFakeWriteToPeerThatStopsReading: a peer that keeps sending
+// heartbeats but no longer reads leaves the writer blocked in a write,
+// where it cannot see heartbeat ticks. The write deadline ends the
+// connection within two heartbeat intervals of the write starting, and
+// not before one and three quarters.
+func TestFakeWriteToPeerThatStopsReading(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		cli, srv := net.Pipe() // synchronous: a write waits for a read
+		stop := make(chan struct{})
+		beats := make(chan struct{})
+		go func() { // owner: this test; exits when stop closes or the pipe fails
+			defer close(beats)
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(250 * time.Millisecond):
+				}
+				if _, err := srv.Write(proto.AppendHeartbeat(nil)); err != nil {
+					return
+				}
+			}
+		}()
+		defer func() { close(stop); srv.Close(); <-beats }()
+		c := mux.New(cli, proto.NewFrameReader(cli), mux.Config{Heartbeat: time.Second, FrameMax: 131072, ChannelMax: 2047})
+		defer func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			c.Close(ctx)
+		}()
+		time.Sleep(300 * time.Millisecond) // off the writer's tick
+		start := time.Now()
+		_, err := c.OpenChannel(nil, nil)
+		require.NoError(t, err)
+		select {
+		case <-c.Dead():
+		case <-time.After(10 * time.Second):
+			t.Fatal("connection alive 10 s into a write the peer never reads")
+		}
+		elapsed := time.Since(start)
+		require.ErrorIs(t, c.Err(), os.ErrDeadlineExceeded)
+		require.GreaterOrEqual(t, elapsed, 1750*time.Millisecond)
+		require.LessOrEqual(t, elapsed, 2*time.Second)
+	})
 }

@@ -125,17 +125,29 @@ func (c *Conn) writeLoop() {
 	// ticks without output (half an interval); the peer is declared dead
 	// after seven ticks without input, which is between 1.75 and 2
 	// intervals after its last frame: within the two the spec allows.
+	//
+	// A write blocked on a peer that stopped reading would keep the ticks
+	// from being seen, so writes carry a deadline two intervals after the
+	// last tick (at least 1.75 intervals after the write starts). It is
+	// moved on ticks, not per write: moving a deadline arms a runtime
+	// timer, and one armed per write woke the network poller per write
+	// (an eventfd write plus a thread wake-up each time).
 	var tick <-chan time.Time
-	if hb := c.cfg.Heartbeat; hb > 0 {
+	hb := c.cfg.Heartbeat
+	if hb > 0 {
 		t := time.NewTicker(hb / 4)
 		defer t.Stop()
 		tick = t.C
+		c.nc.SetWriteDeadline(time.Now().Add(2 * hb))
 	}
 	silentTicks, idleTicks := 0, 0
 	for {
 		select {
 		case <-c.wake:
 		case <-tick:
+			c.ioMu.Lock() // writeNow's shorter deadline stands while it writes
+			c.nc.SetWriteDeadline(time.Now().Add(2 * hb))
+			c.ioMu.Unlock()
 			if c.readActivity.Swap(false) {
 				silentTicks = 0
 			} else if silentTicks++; silentTicks >= 7 {
@@ -177,9 +189,6 @@ func (c *Conn) flush() (int, error) {
 	var err error
 	if len(buf) > 0 {
 		c.ioMu.Lock()
-		if hb := c.cfg.Heartbeat; hb > 0 {
-			c.nc.SetWriteDeadline(time.Now().Add(2 * hb))
-		}
 		_, err = c.nc.Write(buf)
 		c.ioMu.Unlock()
 	}
