@@ -19,12 +19,16 @@ var clientColors = map[string]color.Color{
 	cAMQP:    color.RGBA{R: 0x9e, G: 0x9e, B: 0x9e, A: 0xff},
 	cAMQP16:  color.RGBA{R: 0x5f, G: 0x6b, B: 0x7a, A: 0xff},
 	cLeveret: color.RGBA{R: 0xe0, G: 0x7a, B: 0x1f, A: 0xff},
+	cRaw:     color.RGBA{R: 0x4a, G: 0x90, B: 0xc2, A: 0xff},
+	cRawHand: color.RGBA{R: 0xa9, G: 0xcf, B: 0xe8, A: 0xff},
 }
 
 var clientLabels = map[string]string{
 	cAMQP:    "amqp091-go",
 	cAMQP16:  "amqp091-go, 16 goroutines",
 	cLeveret: "leveret",
+	cRaw:     "ceiling (raw codec, not a client)",
+	cRawHand: "ceiling, acking on a second goroutine",
 }
 
 // drawChart writes a PNG with two panels: queue declares per second by
@@ -58,7 +62,7 @@ func drawChart(path string, r *report) error {
 			names[i] = short[s]
 		}
 		p, err := barPanel(r, fmt.Sprintf("%d messages of %d B (median of %d)", r.cfg.messages, bodySize, r.cfg.rounds), "thousand messages/s (higher is better)", 1000, messaging, names,
-			[]string{cAMQP, cLeveret})
+			[]string{cAMQP, cLeveret, cRaw, cRawHand})
 		if err != nil {
 			return err
 		}
@@ -115,7 +119,10 @@ func barPanel(r *report, title, ylabel string, scale float64, scenarios, names, 
 		}
 	}
 	barW := 12 * vg.Millimeter
-	if len(present) > 2 {
+	switch {
+	case len(present) > 3:
+		barW = 7 * vg.Millimeter
+	case len(present) > 2:
 		barW = 10 * vg.Millimeter
 	}
 	maxY := 0.0
@@ -124,10 +131,12 @@ func barPanel(r *report, title, ylabel string, scale float64, scenarios, names, 
 		xys := make(plotter.XYs, len(scenarios))
 		labels := make([]string, len(scenarios))
 		for j, s := range scenarios {
-			st, _ := r.get(s, c)
+			st, ok := r.get(s, c)
 			vals[j] = st.rate / scale
 			xys[j] = plotter.XY{X: float64(j), Y: vals[j]}
-			labels[j] = shortNumber(vals[j])
+			if ok { // no label where the client did not run
+				labels[j] = shortNumber(vals[j])
+			}
 			maxY = max(maxY, vals[j])
 		}
 		bars, err := plotter.NewBarChart(vals, barW)

@@ -147,6 +147,25 @@ func (w *window) acquire(ctx context.Context) error {
 	}
 }
 
+// acquireUpTo waits for room and takes up to most tags (at least one).
+func (w *window) acquireUpTo(ctx context.Context, most int) (int, error) {
+	for {
+		w.lock()
+		if room := w.size - (w.next - w.low); room > 0 {
+			k := int(min(room, uint64(most)))
+			w.next += uint64(k)
+			w.unlock()
+			return k, nil
+		}
+		w.unlock()
+		select {
+		case <-w.wake:
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
 // confirm records a confirmation; it runs on leveret's dispatcher.
 func (w *window) confirm(cf leveret.Confirmation) {
 	w.lock()

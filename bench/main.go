@@ -2,7 +2,9 @@
 // RabbitMQ broker: queue declares under added network latency, publishing
 // with and without confirms, and consuming with manual acks. Both clients
 // run the same scenarios, alternating, for several rounds; the report gives
-// medians, the leveret/amqp091-go ratio and the client CPU per message.
+// medians, the leveret/amqp091-go ratio and the client CPU per message. For
+// the messaging scenarios a raw codec client (ceiling.go) measures the
+// broker's own ceiling.
 //
 //	cd bench && go run .            # full run (3 rounds)
 //	cd bench && go run . -quick     # smoke run
@@ -61,7 +63,7 @@ func parseFlags() *config {
 	flag.IntVar(&cfg.prefetch, "prefetch", 1000, "consumer prefetch count")
 	flag.StringVar(&lat, "latency", "0,1,5", "added latency each way, in ms, for the declare scenario (0 = direct)")
 	flag.StringVar(&only, "only", "", "comma-separated scenario groups: declare,publish,confirm,consume")
-	flag.StringVar(&clients, "clients", "", "comma-separated clients: leveret,amqp091-go,amqp091-go-x16")
+	flag.StringVar(&clients, "clients", "", "comma-separated clients: leveret,amqp091-go,amqp091-go-x16,ceiling,ceiling-handoff")
 	flag.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.StringVar(&cfg.outDir, "out", "results", "directory for results.md, raw.csv and chart.png")
 	flag.StringVar(&cfg.docsChart, "docs-chart", "../docs/bench.png", "copy chart.png here (empty: do not)")

@@ -176,6 +176,7 @@ func (r *report) markdown() string {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s / %s |\n", r.title(s), cell(o, ok2), cell(l, ok1), fmtRatio(r.cpuRatio(s)),
 			sysCell(o, ok2), sysCell(l, ok1), brokerCell(o, ok2), brokerCell(l, ok1))
 	}
+	r.ceilingSection(&b)
 	b.WriteString("\n### Targets\n\n| Target | Measured | Holds |\n|---|--:|:-:|\n")
 	for _, t := range r.targets() {
 		verdict := "no"
@@ -186,6 +187,89 @@ func (r *report) markdown() string {
 	}
 	fmt.Fprintf(&b, "\n### Machine\n\n%s\nRun took %.0f s.\n", r.machine.String(), r.elapsed.Seconds())
 	return b.String()
+}
+
+// ceilingSection compares both clients with the raw codec client of
+// ceiling.go: the broker's rate for a client that costs it nothing. The
+// last column is the most leveret could gain over amqp091-go on this broker.
+func (r *report) ceilingSection(b *strings.Builder) {
+	var rows []string
+	for _, s := range r.scenarios {
+		c, ok := r.get(s, cRaw)
+		if !ok || c.rate == 0 {
+			continue
+		}
+		frac := func(client string) string {
+			st, ok := r.get(s, client)
+			if !ok {
+				return "—"
+			}
+			return fmt.Sprintf("%.2f", st.rate/c.rate)
+		}
+		reach := "—"
+		if o, ok := r.get(s, cAMQP); ok && o.rate > 0 {
+			reach = fmtRatio(c.rate / o.rate)
+		}
+		rows = append(rows, fmt.Sprintf("| %s | %.0f | %.2f | %s | %s | %s |\n", r.title(s), c.rate, c.broker, frac(cLeveret), frac(cAMQP), reach))
+	}
+	if len(rows) == 0 {
+		return
+	}
+	b.WriteString("\n### Broker ceiling\n\nThe raw codec client (ceiling.go) writes pre-encoded frames in batches as large as the " +
+		"window allows and parses replies on the reading goroutine: the broker's rate for a client that costs it " +
+		"(almost) nothing. A client's rate ÷ ceiling is the share of the broker's capacity it reaches; " +
+		"ceiling ÷ amqp091-go is the highest leveret ÷ amqp091-go ratio this broker allows.\n\n")
+	b.WriteString("| Scenario | ceiling rate | broker cores | leveret ÷ ceiling | amqp091-go ÷ ceiling | ceiling ÷ amqp091-go |\n|---|--:|--:|--:|--:|--:|\n")
+	for _, row := range rows {
+		b.WriteString(row)
+	}
+	if c, ok1 := r.get(sConfirm, cRaw); ok1 {
+		if p, ok2 := r.get(sPublish, cRaw); ok2 && p.rate > 0 {
+			fmt.Fprintf(b, "\nCeiling confirmed ÷ ceiling unconfirmed: %.2f.\n", c.rate/p.rate)
+		}
+	}
+	r.ceilingCPU(b)
+}
+
+// ceilingCPU compares client CPU per message with the raw codec client's,
+// acking on its reading goroutine and on a second one. The handoff
+// variant's CPU over amqp091-go's is the lowest ratio a client can reach
+// that, like leveret, never runs user code on its reader.
+func (r *report) ceilingCPU(b *strings.Builder) {
+	cpu := func(s, client string) (float64, string) {
+		st, ok := r.get(s, client)
+		if !ok || st.cpu == 0 {
+			return 0, "—"
+		}
+		return st.cpu, fmt.Sprintf("%.2f", st.cpu)
+	}
+	over := func(x, y float64) string {
+		if x == 0 || y == 0 {
+			return "—"
+		}
+		return fmt.Sprintf("%.2f", x/y)
+	}
+	var rows []string
+	for _, s := range r.scenarios {
+		raw, rawCell := cpu(s, cRaw)
+		if raw == 0 {
+			continue
+		}
+		amqp, amqpCell := cpu(s, cAMQP)
+		lev, levCell := cpu(s, cLeveret)
+		hand, handCell := cpu(s, cRawHand)
+		rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.title(s), amqpCell, levCell, rawCell, handCell,
+			over(lev, amqp), over(raw, amqp), over(hand, amqp)))
+	}
+	if len(rows) == 0 {
+		return
+	}
+	b.WriteString("\nClient CPU µs per message (median). \"handoff\" is the ceiling client passing each delivery to a second " +
+		"goroutine that acks, as any client must that keeps user code off its reader (leveret does).\n\n")
+	b.WriteString("| Scenario | amqp091-go | leveret | ceiling | ceiling, handoff | leveret ÷ amqp091-go | ceiling ÷ amqp091-go | handoff ÷ amqp091-go |\n|---|--:|--:|--:|--:|--:|--:|--:|\n")
+	for _, row := range rows {
+		b.WriteString(row)
+	}
 }
 
 type target struct {

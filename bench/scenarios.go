@@ -24,7 +24,9 @@ const bodySize = 100
 const (
 	cLeveret = "leveret"
 	cAMQP    = "amqp091-go"
-	cAMQP16  = "amqp091-go-x16" // 16 goroutines on 16 channels (declares only)
+	cAMQP16  = "amqp091-go-x16"  // 16 goroutines on 16 channels (declares only)
+	cRaw     = "ceiling"         // the raw codec client of ceiling.go (messaging only)
+	cRawHand = "ceiling-handoff" // cRaw acking on a second goroutine (consume only)
 )
 
 // Scenario groups (for -only) and scenario names (rows of the report).
@@ -268,14 +270,22 @@ func (e *env) jobs() [][]job {
 	}
 	n := cfg.messages
 	groups = append(groups,
-		[]job{{gPublish, sPublish, cLeveret, n, leveretPublish}, {gPublish, sPublish, cAMQP, n, amqpPublish}},
-		[]job{{gConfirm, sConfirm, cLeveret, n, leveretConfirmed}, {gConfirm, sConfirm, cAMQP, n, amqpConfirmed}},
+		[]job{{gPublish, sPublish, cLeveret, n, leveretPublish}, {gPublish, sPublish, cAMQP, n, amqpPublish},
+			{gPublish, sPublish, cRaw, n, rawPublish}},
+		[]job{{gConfirm, sConfirm, cLeveret, n, leveretConfirmed}, {gConfirm, sConfirm, cAMQP, n, amqpConfirmed},
+			{gConfirm, sConfirm, cRaw, n, rawConfirmed}},
 		[]job{
 			{gConsume, sConsumeEach, cLeveret, n, func(ctx context.Context, e *env) (cost, error) {
 				return leveretConsume(ctx, e, 1)
 			}},
 			{gConsume, sConsumeEach, cAMQP, n, func(ctx context.Context, e *env) (cost, error) {
 				return amqpConsume(ctx, e, 1)
+			}},
+			{gConsume, sConsumeEach, cRaw, n, func(ctx context.Context, e *env) (cost, error) {
+				return rawConsume(ctx, e, 1, false)
+			}},
+			{gConsume, sConsumeEach, cRawHand, n, func(ctx context.Context, e *env) (cost, error) {
+				return rawConsume(ctx, e, 1, true)
 			}},
 		},
 		[]job{
@@ -284,6 +294,12 @@ func (e *env) jobs() [][]job {
 			}},
 			{gConsume, sConsumeMult, cAMQP, n, func(ctx context.Context, e *env) (cost, error) {
 				return amqpConsume(ctx, e, 100)
+			}},
+			{gConsume, sConsumeMult, cRaw, n, func(ctx context.Context, e *env) (cost, error) {
+				return rawConsume(ctx, e, 100, false)
+			}},
+			{gConsume, sConsumeMult, cRawHand, n, func(ctx context.Context, e *env) (cost, error) {
+				return rawConsume(ctx, e, 100, true)
 			}},
 		},
 	)
