@@ -14,6 +14,7 @@ broker:
 # track yet and works on a machine without git.
 test: broker
 	$(GO) vet ./...
+	cd bench && $(GO) vet ./...
 	@out=$$(gofmt -l .); if [[ -n $$out ]]; then echo "gofmt -l: these files need gofmt:"; echo "$$out"; exit 1; fi
 	@if [[ -f internal/proto/doc.go ]]; then \
 		echo "$(GO) generate ./internal/proto && git diff --exit-code -- internal/proto"; \
