@@ -27,6 +27,9 @@ test: broker
 		exit $$rc; \
 	fi
 	$(GO) test -race -count=1 -timeout 30m -v ./...
+	@# bench/ is its own module: its report tests, plus each client-path benchmark run briefly
+	@# (no broker) so that they keep working and goleak sees them end cleanly.
+	cd bench && $(GO) test -race -count=1 -timeout 10m -v -bench . -benchtime 100x ./...
 
 demo: broker
 	$(GO) run ./examples/hello

@@ -1,0 +1,63 @@
+package main
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// A miss is called out of reach only when the ceiling client misses the
+// same target in the same run.
+func TestTargetVerdicts(t *testing.T) {
+	r := &report{cfg: &config{}, stats: map[key]stat{
+		{sPublish, cLeveret}: {rate: 100, cpu: 1},
+		{sPublish, cAMQP}:    {rate: 90, cpu: 4},
+		{sPublish, cRaw}:     {rate: 100, cpu: 0.5},
+		{sConfirm, cLeveret}: {rate: 70, cpu: 3},
+		{sConfirm, cAMQP}:    {rate: 60, cpu: 7},
+		{sConfirm, cRaw}:     {rate: 72, cpu: 2.5},
+		// ack each: leveret misses 1.3× but the ceiling would allow 1.5×.
+		{sConsumeEach, cLeveret}: {rate: 60, cpu: 4},
+		{sConsumeEach, cAMQP}:    {rate: 50, cpu: 10},
+		{sConsumeEach, cRaw}:     {rate: 75, cpu: 2},
+		{sConsumeEach, cRawHand}: {rate: 70, cpu: 3},
+		{sConsumeMult, cLeveret}: {rate: 66, cpu: 3.5},
+		{sConsumeMult, cAMQP}:    {rate: 60, cpu: 5.5},
+		{sConsumeMult, cRaw}:     {rate: 74, cpu: 2.2},
+		{sConsumeMult, cRawHand}: {rate: 70, cpu: 3.1},
+	}}
+	got := map[string]string{}
+	bounds := map[string]float64{}
+	for _, tg := range r.targets() {
+		got[tg.name] = tg.verdict()
+		bounds[tg.name] = tg.bound
+	}
+	want := map[string]string{
+		"confirmed publish: leveret ≥ 1.3× amqp091-go":            "no (out of reach here)",
+		"confirmed publish ≥ 0.95× leveret unconfirmed":           "no (out of reach here)",
+		"consume, ack each: leveret ≥ 1.3× amqp091-go":            "no",
+		"consume, ack multiple: leveret ≥ 1.3× amqp091-go":        "no (out of reach here)",
+		"CPU/msg " + sPublish + ": leveret ≤ 0.5× amqp091-go":     "yes",
+		"CPU/msg " + sConfirm + ": leveret ≤ 0.5× amqp091-go":     "yes",
+		"CPU/msg " + sConsumeEach + ": leveret ≤ 0.5× amqp091-go": "yes",
+		"CPU/msg " + sConsumeMult + ": leveret ≤ 0.5× amqp091-go": "no (out of reach here)",
+	}
+	assert.Equal(t, want, got)
+	require.Contains(t, bounds, "CPU/msg "+sConsumeMult+": leveret ≤ 0.5× amqp091-go")
+	// The consume CPU floor is the handoff ceiling, not the inline one.
+	assert.InDelta(t, 3.1/5.5, bounds["CPU/msg "+sConsumeMult+": leveret ≤ 0.5× amqp091-go"], 1e-9)
+	assert.InDelta(t, 72.0/100, bounds["confirmed publish ≥ 0.95× leveret unconfirmed"], 1e-9)
+}
+
+// Without ceiling samples a miss is a plain miss.
+func TestTargetVerdictWithoutCeiling(t *testing.T) {
+	r := &report{cfg: &config{}, stats: map[key]stat{
+		{sConfirm, cLeveret}: {rate: 70},
+		{sConfirm, cAMQP}:    {rate: 60},
+	}}
+	ts := r.targets()
+	require.Len(t, ts, 1)
+	assert.Equal(t, "no", ts[0].verdict())
+	assert.Zero(t, ts[0].bound)
+}
