@@ -138,16 +138,14 @@ func (c *Conn) writeLoop() {
 		t := time.NewTicker(hb / 4)
 		defer t.Stop()
 		tick = t.C
-		c.nc.SetWriteDeadline(time.Now().Add(2 * hb))
+		c.moveWriteDeadline(2 * hb)
 	}
 	silentTicks, idleTicks := 0, 0
 	for {
 		select {
 		case <-c.wake:
 		case <-tick:
-			c.ioMu.Lock() // writeNow's shorter deadline stands while it writes
-			c.nc.SetWriteDeadline(time.Now().Add(2 * hb))
-			c.ioMu.Unlock()
+			c.moveWriteDeadline(2 * hb)
 			if c.readActivity.Swap(false) {
 				silentTicks = 0
 			} else if silentTicks++; silentTicks >= 7 {
@@ -224,6 +222,14 @@ func (c *Conn) failWriteCallbacks() {
 	for _, cb := range cbs {
 		cb(err)
 	}
+}
+
+// moveWriteDeadline sets the write deadline d from now. It takes ioMu so
+// that writeNow's shorter deadline stands while writeNow writes.
+func (c *Conn) moveWriteDeadline(d time.Duration) {
+	c.ioMu.Lock()
+	c.nc.SetWriteDeadline(time.Now().Add(d))
+	c.ioMu.Unlock()
 }
 
 // writeNow writes one method frame on channel 0 directly, bypassing the
