@@ -161,19 +161,27 @@ func (r *rawConn) publishes(q string, k int) ([]byte, error) {
 	return out, nil
 }
 
+// rawPublisher dials and declares a fresh queue to publish to; done
+// deletes the queue and closes the connection.
+func rawPublisher(ctx context.Context, e *env, purpose string) (r *rawConn, q string, done func(), err error) {
+	if r, err = rawDial(ctx, e.url); err != nil {
+		return nil, "", nil, err
+	}
+	if q, err = e.declareQueue(ctx, purpose); err != nil {
+		r.close()
+		return nil, "", nil, err
+	}
+	return r, q, func() { e.deleteQueues(ctx, q); r.close() }, nil
+}
+
 // rawPublish writes n publishes in 64 KiB batches and stops the clock,
 // like the other clients, when the queue holds them all.
 func rawPublish(ctx context.Context, e *env) (cost, error) {
-	r, err := rawDial(ctx, e.url)
+	r, q, done, err := rawPublisher(ctx, e, "publish")
 	if err != nil {
 		return cost{}, err
 	}
-	defer r.close()
-	q, err := e.declareQueue(ctx, "publish")
-	if err != nil {
-		return cost{}, err
-	}
-	defer e.deleteQueues(ctx, q)
+	defer done()
 	const batch = 256 // about 64 KiB
 	buf, err := r.publishes(q, batch)
 	if err != nil {
@@ -196,16 +204,11 @@ func rawPublish(ctx context.Context, e *env) (cost, error) {
 // all the room there is in one write; acks are counted by a reader
 // goroutine (owned by this function, it ends when the connection closes).
 func rawConfirmed(ctx context.Context, e *env) (cost, error) {
-	r, err := rawDial(ctx, e.url)
+	r, q, done, err := rawPublisher(ctx, e, "confirm")
 	if err != nil {
 		return cost{}, err
 	}
-	defer r.close()
-	q, err := e.declareQueue(ctx, "confirm")
-	if err != nil {
-		return cost{}, err
-	}
-	defer e.deleteQueues(ctx, q)
+	defer done()
 	r.send(1, &proto.ConfirmSelect{})
 	if err := r.flush(); err != nil {
 		return cost{}, err

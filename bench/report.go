@@ -203,6 +203,14 @@ func (r *report) markdown() string {
 	return b.String()
 }
 
+// twoDecimals formats v with two decimals and no unit, "—" for 0 (missing).
+func twoDecimals(v float64) string {
+	if v == 0 {
+		return "—"
+	}
+	return fmt.Sprintf("%.2f", v)
+}
+
 // ceilingSection compares both clients with the raw codec client of
 // ceiling.go: the broker's rate for a client that costs it nothing. The
 // last column is the most leveret could gain over amqp091-go on this broker.
@@ -213,18 +221,12 @@ func (r *report) ceilingSection(b *strings.Builder) {
 		if !ok || c.rate == 0 {
 			continue
 		}
-		frac := func(client string) string {
-			st, ok := r.get(s, client)
-			if !ok {
-				return "—"
-			}
-			return fmt.Sprintf("%.2f", st.rate/c.rate)
-		}
 		reach := "—"
-		if o, ok := r.get(s, cAMQP); ok && o.rate > 0 {
-			reach = fmtRatio(c.rate / o.rate)
+		if v := r.rateOver(s, cRaw, cAMQP); v != 0 {
+			reach = fmtRatio(v)
 		}
-		rows = append(rows, fmt.Sprintf("| %s | %.0f | %.2f | %s | %s | %s |\n", r.title(s), c.rate, c.broker, frac(cLeveret), frac(cAMQP), reach))
+		rows = append(rows, fmt.Sprintf("| %s | %.0f | %.2f | %s | %s | %s |\n", r.title(s), c.rate, c.broker,
+			twoDecimals(r.rateOver(s, cLeveret, cRaw)), twoDecimals(r.rateOver(s, cAMQP, cRaw)), reach))
 	}
 	if len(rows) == 0 {
 		return
@@ -248,30 +250,18 @@ func (r *report) ceilingSection(b *strings.Builder) {
 // variant's CPU over amqp091-go's is the lowest ratio a client can reach
 // that, like leveret, never runs user code on its reader.
 func (r *report) ceilingCPU(b *strings.Builder) {
-	cpu := func(s, client string) (float64, string) {
-		st, ok := r.get(s, client)
-		if !ok || st.cpu == 0 {
-			return 0, "—"
-		}
-		return st.cpu, fmt.Sprintf("%.2f", st.cpu)
-	}
-	over := func(x, y float64) string {
-		if x == 0 || y == 0 {
-			return "—"
-		}
-		return fmt.Sprintf("%.2f", x/y)
+	cpu := func(s, client string) string {
+		st, _ := r.get(s, client)
+		return twoDecimals(st.cpu) // µs; "—" where the client did not run
 	}
 	var rows []string
 	for _, s := range r.scenarios {
-		raw, rawCell := cpu(s, cRaw)
-		if raw == 0 {
+		if st, _ := r.get(s, cRaw); st.cpu == 0 {
 			continue
 		}
-		amqp, amqpCell := cpu(s, cAMQP)
-		lev, levCell := cpu(s, cLeveret)
-		hand, handCell := cpu(s, cRawHand)
-		rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.title(s), amqpCell, levCell, rawCell, handCell,
-			over(lev, amqp), over(raw, amqp), over(hand, amqp)))
+		rows = append(rows, fmt.Sprintf("| %s | %s | %s | %s | %s | %s | %s | %s |\n", r.title(s),
+			cpu(s, cAMQP), cpu(s, cLeveret), cpu(s, cRaw), cpu(s, cRawHand),
+			twoDecimals(r.cpuOver(s, cLeveret, cAMQP)), twoDecimals(r.cpuOver(s, cRaw, cAMQP)), twoDecimals(r.cpuOver(s, cRawHand, cAMQP))))
 	}
 	if len(rows) == 0 {
 		return
