@@ -131,20 +131,8 @@ func (w *window) unlock() { <-w.mu }
 
 // acquire waits for room and takes the next tag.
 func (w *window) acquire(ctx context.Context) error {
-	for {
-		w.lock()
-		if w.next-w.low < w.size {
-			w.next++
-			w.unlock()
-			return nil
-		}
-		w.unlock()
-		select {
-		case <-w.wake:
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	}
+	_, err := w.acquireUpTo(ctx, 1)
+	return err
 }
 
 // acquireUpTo waits for room and takes up to most tags (at least one).

@@ -274,36 +274,29 @@ func (e *env) jobs() [][]job {
 			{gPublish, sPublish, cRaw, n, rawPublish}},
 		[]job{{gConfirm, sConfirm, cLeveret, n, leveretConfirmed}, {gConfirm, sConfirm, cAMQP, n, amqpConfirmed},
 			{gConfirm, sConfirm, cRaw, n, rawConfirmed}},
-		[]job{
-			{gConsume, sConsumeEach, cLeveret, n, func(ctx context.Context, e *env) (cost, error) {
-				return leveretConsume(ctx, e, 1)
-			}},
-			{gConsume, sConsumeEach, cAMQP, n, func(ctx context.Context, e *env) (cost, error) {
-				return amqpConsume(ctx, e, 1)
-			}},
-			{gConsume, sConsumeEach, cRaw, n, func(ctx context.Context, e *env) (cost, error) {
-				return rawConsume(ctx, e, 1, false)
-			}},
-			{gConsume, sConsumeEach, cRawHand, n, func(ctx context.Context, e *env) (cost, error) {
-				return rawConsume(ctx, e, 1, true)
-			}},
-		},
-		[]job{
-			{gConsume, sConsumeMult, cLeveret, n, func(ctx context.Context, e *env) (cost, error) {
-				return leveretConsume(ctx, e, 100)
-			}},
-			{gConsume, sConsumeMult, cAMQP, n, func(ctx context.Context, e *env) (cost, error) {
-				return amqpConsume(ctx, e, 100)
-			}},
-			{gConsume, sConsumeMult, cRaw, n, func(ctx context.Context, e *env) (cost, error) {
-				return rawConsume(ctx, e, 100, false)
-			}},
-			{gConsume, sConsumeMult, cRawHand, n, func(ctx context.Context, e *env) (cost, error) {
-				return rawConsume(ctx, e, 100, true)
-			}},
-		},
+		consumeJobs(sConsumeEach, 1, n),
+		consumeJobs(sConsumeMult, 100, n),
 	)
 	return groups
+}
+
+// consumeJobs is one consume scenario for every client: n deliveries,
+// acked every ackEvery.
+func consumeJobs(scenario string, ackEvery, n int) []job {
+	return []job{
+		{gConsume, scenario, cLeveret, n, func(ctx context.Context, e *env) (cost, error) {
+			return leveretConsume(ctx, e, ackEvery)
+		}},
+		{gConsume, scenario, cAMQP, n, func(ctx context.Context, e *env) (cost, error) {
+			return amqpConsume(ctx, e, ackEvery)
+		}},
+		{gConsume, scenario, cRaw, n, func(ctx context.Context, e *env) (cost, error) {
+			return rawConsume(ctx, e, ackEvery, false)
+		}},
+		{gConsume, scenario, cRawHand, n, func(ctx context.Context, e *env) (cost, error) {
+			return rawConsume(ctx, e, ackEvery, true)
+		}},
+	}
 }
 
 // runAll runs every scenario for every round. Within a scenario the
