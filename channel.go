@@ -23,6 +23,8 @@ type Channel struct {
 	endOnce sync.Once
 	endErr  error
 
+	pubs *pubTracker // on the pool's confirm-mode channels: Client.Publish's; else nil
+
 	mu        sync.Mutex
 	consumers map[string]*Consumer
 	unacked   tagSet   // deliveries awaiting ack, for refusing unknown tags locally
@@ -33,6 +35,11 @@ type Channel struct {
 	onConfirm func(Confirmation)
 	onClose   func(error)
 	ended     bool
+	// settled is closed (and cleared) when no delivery awaits an
+	// acknowledgement; made by waitSettled. closeWhenSettled: a cancelled
+	// Client.Consume consumer's channel closes then.
+	settled          chan struct{}
+	closeWhenSettled bool
 }
 
 func newChannel(c *Client) *Channel {
@@ -43,12 +50,20 @@ func newChannel(c *Client) *Channel {
 // operations issued on it pipeline behind the open.
 func (c *Client) openChannel(opened func(error)) (*Channel, error) {
 	ch := newChannel(c)
-	mc, err := c.conn.OpenChannel(ch, opened)
-	if err != nil {
+	if err := c.open(ch, opened); err != nil {
 		return nil, err
 	}
-	ch.mc = mc
 	return ch, nil
+}
+
+// open opens ch, made by newChannel, on the connection.
+func (c *Client) open(ch *Channel, opened func(error)) error {
+	mc, err := c.conn.OpenChannel(ch, opened)
+	if err != nil {
+		return err
+	}
+	ch.mc = mc
+	return nil
 }
 
 // Async implements mux.Handler. It runs on the reader goroutine, so it
@@ -83,14 +98,26 @@ func (ch *Channel) Async(m proto.Method, msg *ops.Message) {
 		fn := ch.onReturn
 		ch.mu.Unlock()
 		r := ops.Return{ReplyCode: m.ReplyCode, ReplyText: m.ReplyText, Exchange: m.Exchange, RoutingKey: m.RoutingKey, Message: *msg}
+		if ch.pubs != nil {
+			ch.pubs.returned(r)
+			return
+		}
 		if fn == nil {
 			ch.c.cfg.logger.Warn("amqp: message returned and no return handler is set", "exchange", r.Exchange, "routing_key", r.RoutingKey, "reply_code", r.ReplyCode)
 			return
 		}
 		ch.c.dispatch.postBatched(func() { fn(r) })
 	case *proto.BasicAck:
+		if ch.pubs != nil {
+			ch.pubs.confirmed(m.DeliveryTag, m.Multiple, true)
+			return
+		}
 		ch.confirmed(Confirmation{Ack: true, DeliveryTag: m.DeliveryTag, Multiple: m.Multiple})
 	case *proto.BasicNack:
+		if ch.pubs != nil {
+			ch.pubs.confirmed(m.DeliveryTag, m.Multiple, false)
+			return
+		}
 		ch.confirmed(Confirmation{DeliveryTag: m.DeliveryTag, Multiple: m.Multiple})
 	}
 }
@@ -109,6 +136,8 @@ func (ch *Channel) Closed(err error) {
 	ch.unacked.clear()
 	ch.txAcked = nil
 	ch.ended = true
+	ch.closeWhenSettled = false
+	ch.notifySettledLocked()
 	onClose := ch.onClose
 	ch.mu.Unlock()
 	if onClose != nil {
@@ -116,6 +145,48 @@ func (ch *Channel) Closed(err error) {
 	}
 	for _, cs := range consumers {
 		cs.end(err)
+	}
+	if ch.pubs != nil {
+		ch.c.pool.publishesEnded(ch.pubs, err)
+	}
+}
+
+// notifySettledLocked wakes waitSettled and closes the channel of a
+// cancelled Client.Consume consumer once no delivery awaits an
+// acknowledgement. Callers hold ch.mu; the close goes out after every ack
+// already queued.
+func (ch *Channel) notifySettledLocked() {
+	if !ch.unacked.empty() && !ch.ended {
+		return
+	}
+	if ch.settled != nil {
+		close(ch.settled)
+		ch.settled = nil
+	}
+	if ch.closeWhenSettled {
+		ch.closeWhenSettled = false
+		ch.mc.Close(func(error) {})
+	}
+}
+
+// waitSettled blocks until no delivery received on the channel awaits an
+// acknowledgement (or the channel has ended), or ctx ends.
+func (ch *Channel) waitSettled(ctx context.Context) error {
+	ch.mu.Lock()
+	if ch.unacked.empty() || ch.ended {
+		ch.mu.Unlock()
+		return nil
+	}
+	if ch.settled == nil {
+		ch.settled = make(chan struct{})
+	}
+	settled := ch.settled
+	ch.mu.Unlock()
+	select {
+	case <-settled:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 

@@ -26,6 +26,12 @@ type Client struct {
 	dispatch *dispatcher
 	blocked  atomic.Bool
 
+	consumerSeq atomic.Uint64 // numbers generated consumer tags
+	// Overflow pumps (see Consumer.pump): started by the reader, stopped
+	// and joined by Close.
+	pumps     sync.WaitGroup
+	stopPumps chan struct{}
+
 	closeOnce sync.Once
 	closeErr  error
 }
@@ -34,9 +40,9 @@ func newClient(nc net.Conn, fr *proto.FrameReader, t tuning, cfg config) *Client
 	if cfg.logger == nil {
 		cfg.logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Client{cfg: cfg, tuning: t, dispatch: newDispatcher(cfg.logger)}
+	c := &Client{cfg: cfg, tuning: t, dispatch: newDispatcher(cfg.logger), stopPumps: make(chan struct{})}
 	c.conn = mux.New(nc, fr, newMuxConfig(t, cfg, c.onBlocked, c.dispatch.kick))
-	c.pool = newPool(c, cfg.topologyChannels)
+	c.pool = newPool(c, cfg.topologyChannels, cfg.unconfirmedLimit)
 	return c
 }
 
@@ -70,8 +76,19 @@ func (c *Client) Close(ctx context.Context) error {
 	c.closeOnce.Do(func() {
 		c.closeErr = c.conn.Close(ctx)
 		c.dispatch.close()
+		close(c.stopPumps)
+		c.pumps.Wait()
 	})
 	return c.closeErr
+}
+
+// startPump starts cs's overflow pump. It runs on the reader goroutine.
+func (c *Client) startPump(cs *Consumer) {
+	c.pumps.Add(1)
+	go func() { // owner: Client; exits when cs's overflow is handed over or Close stops it.
+		defer c.pumps.Done()
+		cs.pump(c.stopPumps)
+	}()
 }
 
 // Channel opens an explicit channel and waits, until ctx ends, for the

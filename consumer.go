@@ -1,10 +1,10 @@
 package leveret
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 
 	"github.com/leveret-mq/leveret/internal/mux"
 	"github.com/leveret-mq/leveret/internal/proto"
@@ -15,35 +15,44 @@ var (
 	// ErrConsumerCancelled is the cause of a consumer the broker cancelled,
 	// for example because its queue was deleted.
 	ErrConsumerCancelled = errors.New("amqp: consumer cancelled by the broker")
-	// ErrConsumerOverflow is the cause of a consumer whose delivery buffer
-	// filled up (only possible without a prefetch limit, or with NoAck).
-	// leveret cancels it; deliveries that did not fit are rejected with
-	// requeue unless the consumer was NoAck, in which case they are lost.
-	ErrConsumerOverflow = errors.New("amqp: consumer buffer full; consumer cancelled")
+	// ErrConsumerOverflow is the cause of a consumer cancelled because more
+	// deliveries waited for it than WithConsumerOverflowLimit allows (an
+	// opt-in: by default a consumer's queue is not bounded). Deliveries past
+	// the limit were rejected with requeue, or, for a NoAck consumer, dropped.
+	ErrConsumerOverflow = errors.New("amqp: consumer overflow limit reached; consumer cancelled")
 )
-
-var consumerSeq atomic.Uint64
 
 // Consumer receives the deliveries of one basic.consume.
 //
 // Deliveries arrive on a buffered Go channel whose capacity is the
 // prefetch count (or the client's consumer buffer, if larger); with a
 // prefetch limit and manual acks the broker can never overfill it, so a
-// slow consumer only slows itself. The channel is closed when the consumer
-// ends: after Cancel, when the broker cancels it, or when its channel or
-// connection closes. Err then says why.
+// slow consumer only slows itself. When the broker sends more than fits
+// (NoAck, or no prefetch limit), the rest wait in an unbounded queue of the
+// consumer's own and move into the channel as the reader makes room:
+// nothing is dropped (see WithConsumerOverflowLimit for a bound). The
+// channel is closed when the consumer ends (after Cancel or Shutdown, when
+// the broker cancels it, or when its channel or connection closes) and
+// everything received before has been handed over. Err then says why.
 type Consumer struct {
-	ch         *Channel
-	tag        string
-	noAck      bool
-	ownChannel bool // opened by Client.Consume: closed with the consumer
+	ch    *Channel
+	tag   string
+	noAck bool
+	own   bool // on a channel opened by Client.Consume, closed with the consumer
 
 	deliveries chan *Delivery
 	done       chan struct{}
 
 	// Reader goroutine only.
 	cancelling bool
-	overflowed bool
+
+	// Deliveries that did not fit in the buffer. The reader sends on
+	// deliveries only while no pump runs; the pump goroutine, while one
+	// runs, sends and (if the consumer ended meanwhile) closes it.
+	ovMu     sync.Mutex
+	overflow []*Delivery
+	pumping  bool
+	ending   bool // end has run: deliveries closes once the overflow is handed over
 
 	endOnce sync.Once
 	err     error // written before done is closed
@@ -76,8 +85,10 @@ func (cs *Consumer) Err() error {
 
 // Cancel stops the consumer (basic.cancel). It does not block: the promise
 // settles when the broker confirms, after which no more deliveries come and
-// the Deliveries channel is closed once drained. A consumer started with
-// Client.Consume also closes its channel.
+// the Deliveries channel is closed once drained. Deliveries already received
+// can still be acknowledged: a consumer started with Client.Consume closes
+// its channel only once every delivery it received has been acked, nacked
+// or rejected (Shutdown bounds that wait).
 func (cs *Consumer) Cancel() *Promise[struct{}] {
 	p := newPromise[struct{}]()
 	err := cs.ch.mc.Call(&mux.Request{Method: &proto.BasicCancel{ConsumerTag: cs.tag}, Tag: cs.tag,
@@ -91,40 +102,120 @@ func (cs *Consumer) Cancel() *Promise[struct{}] {
 	return p
 }
 
-// end closes the stream once. It runs on the reader goroutine (or on the
+// Shutdown stops the consumer gracefully, blocking until ctx ends: it
+// cancels it (no new deliveries), waits until every delivery it received
+// has been acked, nacked or rejected (keep reading Deliveries and acking
+// meanwhile), then, for a consumer started with Client.Consume, closes its
+// channel and waits for the broker to confirm. On an explicit channel it
+// waits until no delivery on that channel awaits acknowledgement and leaves
+// the channel open. It returns nil when all of that happened, ctx's error if
+// ctx ended first (the channel is closed anyway, and the broker requeues
+// what was not acknowledged), or the consumer's error if it had already
+// ended another way.
+func (cs *Consumer) Shutdown(ctx context.Context) error {
+	select {
+	case <-cs.done: // already ended: by a Cancel, or on its own
+		if cs.err != nil {
+			return cs.err
+		}
+	default:
+		if _, err := cs.Cancel().Wait(ctx); err != nil {
+			if ctx.Err() == nil {
+				return cs.endErr(err)
+			}
+			cs.closeOwn()
+			return err
+		}
+	}
+	err := cs.ch.waitSettled(ctx)
+	if cs.own {
+		if cerr := cs.ch.Close(ctx); err == nil {
+			err = cerr
+		}
+	}
+	return err
+}
+
+// endErr is the error Shutdown reports for a consumer that ended by
+// itself: its own cause if it has one, else err.
+func (cs *Consumer) endErr(err error) error {
+	if e := cs.Err(); e != nil {
+		return e
+	}
+	return err
+}
+
+func (cs *Consumer) closeOwn() {
+	if cs.own {
+		cs.ch.mc.Close(func(error) {})
+	}
+}
+
+// end ends the consumer once. It runs on the reader goroutine (or on the
 // issuing goroutine when basic.consume could not be sent, before any
-// delivery could arrive), so it never races a send on deliveries.
+// delivery could arrive).
 func (cs *Consumer) end(err error) {
 	cs.endOnce.Do(func() {
 		cs.ch.mu.Lock()
 		if cs.ch.consumers[cs.tag] == cs {
 			delete(cs.ch.consumers, cs.tag)
 		}
+		if cs.own && err == nil {
+			// Cancelled by the user: the channel stays until what was
+			// received is acknowledged (see Channel.notifySettledLocked).
+			cs.ch.closeWhenSettled = true
+			cs.ch.notifySettledLocked()
+		}
 		cs.ch.mu.Unlock()
 		cs.err = err
 		// done before deliveries: a reader that sees the range end must
 		// already see Err.
 		close(cs.done)
-		close(cs.deliveries)
-		if cs.ownChannel {
-			cs.ch.mc.Close(func(error) {})
+		cs.ovMu.Lock()
+		cs.ending = true
+		if !cs.pumping {
+			close(cs.deliveries)
+		}
+		cs.ovMu.Unlock()
+		if err != nil {
+			cs.closeOwn() // cancelled by the broker, or the channel ended
 		}
 	})
 }
 
-// deliver hands d to the user without blocking the reader.
+// deliver hands d to the user without blocking the reader: into the
+// buffer if there is room, else onto the overflow queue, which a pump
+// goroutine moves into the buffer as the user reads.
 func (cs *Consumer) deliver(d *Delivery) {
-	if !cs.overflowed {
+	cs.ovMu.Lock()
+	if !cs.pumping {
 		select {
 		case cs.deliveries <- d:
+			cs.ovMu.Unlock()
 			return
 		default:
-			cs.overflowed = true
-			cs.ch.c.cfg.logger.Error("amqp: consumer buffer full; cancelling consumer", "consumer", cs.tag)
 		}
 	}
-	// Over the bound: give it back rather than hold it or drop it.
-	if !cs.noAck {
+	if limit := cs.ch.c.cfg.overflowLimit; limit >= 0 && len(cs.overflow) >= limit {
+		cs.ovMu.Unlock()
+		cs.overflowed(d)
+		return
+	}
+	cs.overflow = append(cs.overflow, d)
+	start := !cs.pumping
+	cs.pumping = true
+	cs.ovMu.Unlock()
+	if start {
+		cs.ch.c.startPump(cs)
+	}
+}
+
+// overflowed handles a delivery past WithConsumerOverflowLimit: given back
+// (or, NoAck, dropped), and the consumer cancelled.
+func (cs *Consumer) overflowed(d *Delivery) {
+	if cs.noAck {
+		cs.ch.c.cfg.logger.Error("amqp: consumer overflow limit reached; delivery dropped", "consumer", cs.tag)
+	} else {
 		cs.ch.Reject(ops.Reject{DeliveryTag: d.DeliveryTag, Requeue: true})
 	}
 	if !cs.cancelling {
@@ -134,26 +225,65 @@ func (cs *Consumer) deliver(d *Delivery) {
 	}
 }
 
+// pump moves the overflow into the buffer as the user reads it. It runs on
+// its own goroutine (see Client.startPump) and exits once the overflow is
+// empty, or when the client closes.
+func (cs *Consumer) pump(stop <-chan struct{}) {
+	for {
+		cs.ovMu.Lock()
+		if len(cs.overflow) == 0 || stopped(stop) {
+			cs.overflow = nil
+			cs.pumping = false
+			if cs.ending {
+				close(cs.deliveries)
+			}
+			cs.ovMu.Unlock()
+			return
+		}
+		d := cs.overflow[0]
+		cs.overflow[0] = nil
+		cs.overflow = cs.overflow[1:]
+		cs.ovMu.Unlock()
+		select {
+		case cs.deliveries <- d:
+		case <-stop:
+		}
+	}
+}
+
+func stopped(stop <-chan struct{}) bool {
+	select {
+	case <-stop:
+		return true
+	default:
+		return false
+	}
+}
+
 // Consume starts a consumer on this channel. It does not block: the
 // promise settles with the consumer once the broker confirms (deliveries
 // may start flowing into its buffer at once). With o.Prefetch set, a
 // basic.qos for this consumer goes out first.
 func (ch *Channel) Consume(o ops.Consume) *Promise[*Consumer] {
-	return ch.consume(o, false)
-}
-
-func (ch *Channel) consume(o ops.Consume, ownChannel bool) *Promise[*Consumer] {
 	p := newPromise[*Consumer]()
-	ch.consumeInto(p, o, ownChannel)
+	ch.consumeInto(p, o, sharedChannel)
 	return p
 }
 
+// consumerChannel says whether a consumer owns its channel.
+type consumerChannel uint8
+
+const (
+	sharedChannel consumerChannel = iota // an explicit Channel
+	ownChannel                           // opened by Client.Consume for this consumer
+)
+
 // consumeInto issues basic.consume (after basic.qos if o.Prefetch is set)
 // and settles p with the consumer or the error. It never blocks.
-func (ch *Channel) consumeInto(p *Promise[*Consumer], o ops.Consume, ownChannel bool) {
+func (ch *Channel) consumeInto(p *Promise[*Consumer], o ops.Consume, owner consumerChannel) {
 	tag := o.ConsumerTag
 	if tag == "" {
-		tag = fmt.Sprintf("leveret-%d", consumerSeq.Add(1))
+		tag = fmt.Sprintf("leveret-%d", ch.c.consumerSeq.Add(1))
 	}
 	ch.mu.Lock()
 	if _, dup := ch.consumers[tag]; dup {
@@ -162,7 +292,7 @@ func (ch *Channel) consumeInto(p *Promise[*Consumer], o ops.Consume, ownChannel 
 		return
 	}
 	buffer := max(int(o.Prefetch), ch.prefetch, ch.c.cfg.consumerBuffer)
-	cs := &Consumer{ch: ch, tag: tag, noAck: o.NoAck, ownChannel: ownChannel,
+	cs := &Consumer{ch: ch, tag: tag, noAck: o.NoAck, own: owner == ownChannel,
 		deliveries: make(chan *Delivery, buffer), done: make(chan struct{})}
 	ch.consumers[tag] = cs
 	ch.mu.Unlock()
@@ -195,15 +325,16 @@ func (ch *Channel) consumeInto(p *Promise[*Consumer], o ops.Consume, ownChannel 
 
 // Consume starts a consumer on a channel of its own, so its prefetch and
 // its failures touch nothing else. The channel closes when the consumer
-// ends. It does not block. basic.consume goes out once the client-level
-// operations already issued on o.Queue (its declare, say) have completed,
-// so a consumer may be started right behind the declare of its queue.
+// ends (after Cancel, once what it received is acknowledged). It does not
+// block. basic.consume goes out once the client-level operations already
+// issued on o.Queue (its declare, say) have completed, so a consumer may be
+// started right behind the declare of its queue.
 func (c *Client) Consume(o ops.Consume) *Promise[*Consumer] {
 	ch, err := c.openChannel(nil)
 	if err != nil {
 		return settled[*Consumer](nil, err)
 	}
 	p := newPromise[*Consumer]()
-	c.pool.afterPending(entityKey('q', o.Queue), func() { ch.consumeInto(p, o, true) })
+	c.pool.afterPending(entityKey('q', o.Queue), func() { ch.consumeInto(p, o, ownChannel) })
 	return p
 }

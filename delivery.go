@@ -102,6 +102,7 @@ func (ch *Channel) acknowledge(tag uint64, multiple bool, m proto.Method) *Promi
 	if !known {
 		return settled(struct{}{}, ErrUnknownDeliveryTag)
 	}
+	defer ch.notifySettledLocked() // after the ack is queued
 	var err error
 	if m == nil {
 		// Cumulative: nothing at or below tag is left to ack, so mux may
@@ -125,6 +126,7 @@ func (ch *Channel) Recover(o ops.Recover) *Promise[struct{}] {
 		ch.mu.Lock()
 		ch.unacked.clear() // every outstanding tag is void: redeliveries get new ones
 		ch.txAcked = nil
+		ch.notifySettledLocked()
 		ch.mu.Unlock()
 		return struct{}{}
 	})

@@ -2,11 +2,11 @@ package leveret
 
 import (
 	"crypto/tls"
-
 	"fmt"
-	"github.com/leveret-mq/leveret/ops"
 	"log/slog"
 	"time"
+
+	"github.com/leveret-mq/leveret/ops"
 )
 
 // Option configures Dial. Options override the same settings given as URL
@@ -30,6 +30,8 @@ type config struct {
 	topologyChannels  int
 	writeLimit        int
 	consumerBuffer    int
+	unconfirmedLimit  int
+	overflowLimit     int // deliveries a consumer may hold past its buffer; -1: no limit
 	onReturn          func(ops.Return)
 }
 
@@ -42,6 +44,8 @@ func defaultConfig() config {
 		topologyChannels:  32,
 		writeLimit:        1 << 20,
 		consumerBuffer:    1024,
+		unconfirmedLimit:  64 << 20,
+		overflowLimit:     -1,
 	}
 }
 
@@ -58,6 +62,10 @@ func (c *config) validate() error {
 		return fmt.Errorf("amqp: topology channels %d out of range 1-64", c.topologyChannels)
 	case c.writeLimit < 4096:
 		return fmt.Errorf("amqp: write buffer limit %d below 4096", c.writeLimit)
+	case c.unconfirmedLimit < 4096:
+		return fmt.Errorf("amqp: unconfirmed limit %d below 4096", c.unconfirmedLimit)
+	case c.overflowLimit < -1:
+		return fmt.Errorf("amqp: consumer overflow limit %d is negative", c.overflowLimit)
 	case c.consumerBuffer < 1:
 		return fmt.Errorf("amqp: consumer buffer %d below 1", c.consumerBuffer)
 	case c.connectionTimeout < 0:
@@ -135,9 +143,32 @@ func WithConsumerBuffer(n int) Option {
 	return optionFunc(func(c *config) { c.consumerBuffer = n })
 }
 
-// WithReturnHandler sets the handler for mandatory messages returned to
-// Client.Publish. It runs on the client's dispatcher goroutine (see
-// Channel.OnReturn). Without one, returned messages are logged and dropped.
+// WithUnconfirmedLimit bounds the bytes of the messages that Client.Publish
+// holds until the broker confirms them (default 64 MiB; each message counts
+// its body plus 256 bytes). Past it, Client.Publish waits for confirmations,
+// honouring its ctx. A single message larger than the limit is sent alone.
+func WithUnconfirmedLimit(n int) Option {
+	return optionFunc(func(c *config) { c.unconfirmedLimit = n })
+}
+
+// WithConsumerOverflowLimit opts in to a bound on what a consumer holds
+// beyond its delivery buffer. By default there is none: deliveries that do
+// not fit in the buffer (possible only with NoAck or without a prefetch
+// limit) wait in memory until the consumer reads them, so nothing is lost
+// and memory grows with the backlog (each waiting delivery costs its body
+// plus about 300 bytes). With a limit of n, the delivery that would be the
+// n+1st waiting cancels the consumer with ErrConsumerOverflow, and that
+// delivery and later ones are rejected with requeue, or, for a NoAck
+// consumer, dropped: only opt in where dropping is acceptable.
+func WithConsumerOverflowLimit(n int) Option {
+	return optionFunc(func(c *config) { c.overflowLimit = n })
+}
+
+// WithReturnHandler sets the default handler for mandatory messages returned
+// on explicit channels (Channel.OnReturn replaces it per channel). It runs on
+// the client's dispatcher goroutine. Without one, returned messages are
+// logged and dropped. A Client.Publish that is returned fails its own
+// promise with a *ReturnedError instead.
 func WithReturnHandler(fn func(ops.Return)) Option {
 	return optionFunc(func(c *config) { c.onReturn = fn })
 }

@@ -1,7 +1,6 @@
 package leveret
 
 import (
-	"context"
 	"errors"
 	"hash/maphash"
 	"sync"
@@ -27,15 +26,19 @@ type pool struct {
 	c    *Client
 	seed maphash.Seed
 
+	budget pubBudget // bytes held by unconfirmed client-level publishes
+	iso    isolation // suspects of a failed publish, re-sent one at a time
+
 	mu    sync.Mutex
 	chans []*Channel           // replaced when they end
 	last  map[string]*pooledOp // latest unfinished operation per entity key
 	rr    int                  // round robin for operations naming no entity
+	gets  map[string]*getChan  // Client.Get's channels, by queue
 }
 
 type pooledOp struct {
 	m        proto.Method
-	msg      *ops.Message // content of a chained publish (a private copy)
+	pub      *clientPub // a Client.Publish (m is nil); settled on its confirmation
 	keys     [2]string
 	slot     int
 	done     replyFunc
@@ -44,12 +47,14 @@ type pooledOp struct {
 
 	// Guarded by pool.mu.
 	sent    bool        // on its channel: later operations there queue behind it
+	direct  bool        // ready when issued: its issuing goroutine sends it
 	waiting int         // operations this one waits for
 	after   []*pooledOp // operations waiting for this one
 }
 
-func newPool(c *Client, n int) *pool {
-	return &pool{c: c, seed: maphash.MakeSeed(), chans: make([]*Channel, n), last: make(map[string]*pooledOp)}
+func newPool(c *Client, n, unconfirmedLimit int) *pool {
+	return &pool{c: c, seed: maphash.MakeSeed(), chans: make([]*Channel, n), last: make(map[string]*pooledOp),
+		budget: pubBudget{limit: unconfirmedLimit}, gets: make(map[string]*getChan)}
 }
 
 func (p *pool) issue(keys [2]string, m proto.Method, done replyFunc) {
@@ -82,14 +87,18 @@ func (p *pool) enlistLocked(op *pooledOp) bool {
 			continue
 		}
 		// Wait for an unfinished operation on the same entity unless it is
-		// already on this channel, where channel order suffices.
-		if prev := p.last[k]; prev != nil && (prev.slot != op.slot || !prev.sent) {
+		// on this channel, where channel order suffices: sent already, or
+		// being sent by the goroutine that issued it (then op was issued
+		// concurrently with it, so either order is right). One that waits
+		// for another entity is sent later, from elsewhere: wait for it.
+		if prev := p.last[k]; prev != nil && (prev.slot != op.slot || (!prev.sent && !prev.direct)) {
 			prev.after = append(prev.after, op)
 			op.waiting++
 		}
 		p.last[k] = op
 	}
-	return op.waiting == 0
+	op.direct = op.waiting == 0
+	return op.direct
 }
 
 func (p *pool) slotLocked(key string) int {
@@ -115,39 +124,6 @@ func (p *pool) afterPending(key string, fn func()) {
 	p.mu.Unlock()
 }
 
-// publish sends a client-level publish. Usually it goes straight out on
-// the channel of its exchange (or, for the default exchange, of its
-// queue), waiting for room under ctx. If an operation on that entity is
-// still pending elsewhere, the message is copied and sent once it is done.
-func (p *pool) publish(ctx context.Context, o *ops.Publish, m *proto.BasicPublish, written func(error)) error {
-	key := entityKey('e', o.Exchange)
-	if o.Exchange == "" {
-		key = entityKey('q', o.RoutingKey)
-	}
-	p.mu.Lock()
-	slot := p.slotLocked(key)
-	if prev := p.last[key]; key != "" && prev != nil && (prev.slot != slot || !prev.sent) {
-		cp := o.Message
-		cp.Body = append([]byte(nil), o.Message.Body...)
-		op := &pooledOp{m: m, msg: &cp, keys: [2]string{key}, done: func(_ proto.Method, _ *ops.Message, _ *Channel, err error) { written(err) }}
-		p.enlistLocked(op)
-		p.mu.Unlock()
-		return nil
-	}
-	p.mu.Unlock()
-	for {
-		ch, err := p.channel(slot)
-		if err != nil {
-			return err
-		}
-		err = ch.mc.Publish(ctx, m, &o.Message, written)
-		if err == nil || ch.mc.Err() == nil || p.c.conn.Err() != nil {
-			return err
-		}
-		// The channel ended under us (an earlier publish failed); use a fresh one.
-	}
-}
-
 // send puts op on its slot's channel. It runs on the issuing goroutine or,
 // for re-issues and released dependants, on the reader; it never blocks.
 func (p *pool) send(op *pooledOp) {
@@ -155,16 +131,18 @@ func (p *pool) send(op *pooledOp) {
 		op.run()
 		return
 	}
+	if op.pub != nil {
+		if err := p.sendPub(op.pub); err != nil {
+			op.pub.finish(err)
+		}
+		return
+	}
 	for {
 		ch, err := p.channel(op.slot)
 		if err == nil {
-			if op.msg != nil {
-				err = ch.mc.Publish(nil, op.m.(*proto.BasicPublish), op.msg, func(err error) { p.finish(op, nil, nil, nil, err) })
-			} else {
-				err = ch.mc.Call(&mux.Request{Method: op.m, Done: func(reply proto.Method, msg *ops.Message, err error) {
-					p.replied(op, reply, msg, ch, err)
-				}})
-			}
+			err = ch.mc.Call(&mux.Request{Method: op.m, Done: func(reply proto.Method, msg *ops.Message, err error) {
+				p.replied(op, reply, msg, ch, err)
+			}})
 		}
 		if err == nil {
 			p.mu.Lock()
@@ -207,7 +185,11 @@ func (p *pool) finish(op *pooledOp, reply proto.Method, msg *ops.Message, ch *Ch
 	}
 	op.after = nil
 	p.mu.Unlock()
-	op.done(reply, msg, ch, err)
+	if op.pub != nil {
+		op.pub.prom.resolve(struct{}{}, err)
+	} else {
+		op.done(reply, msg, ch, err)
+	}
 	for _, next := range ready {
 		p.send(next)
 	}
@@ -221,10 +203,24 @@ func (p *pool) channel(slot int) (*Channel, error) {
 	if ch := p.chans[slot]; ch != nil && ch.mc.Err() == nil {
 		return ch, nil
 	}
-	ch, err := p.c.openChannel(nil)
+	ch, err := p.openConfirmed(&pubTracker{pool: p, next: 1})
 	if err != nil {
 		return nil, err
 	}
 	p.chans[slot] = ch
+	return ch, nil
+}
+
+// openConfirmed opens a pooled channel in confirm mode, with t following
+// its publishes. confirm.select is pipelined behind channel.open, before
+// any publish, so the broker counts every publish on it from 1.
+func (p *pool) openConfirmed(t *pubTracker) (*Channel, error) {
+	ch := newChannel(p.c)
+	ch.pubs = t
+	if err := p.c.open(ch, nil); err != nil {
+		return nil, err
+	}
+	// Its failure ends the channel, and publishesEnded handles the rest.
+	ch.mc.Call(&mux.Request{Method: &proto.ConfirmSelect{}, Done: func(proto.Method, *ops.Message, error) {}})
 	return ch, nil
 }

@@ -40,31 +40,49 @@ func (ch *Channel) Send(ctx context.Context, o ops.Publish) error {
 	return ch.mc.Publish(ctx, &m, &o.Message, nil)
 }
 
-// Publish sends a message on one of the client's own channels, chosen so
-// that it goes out after client-level operations still pending on its
-// exchange (or, for the default exchange, its queue). Otherwise it behaves
-// like Channel.Publish; a broker-side failure is logged and the client's
-// channel replaced. Returned mandatory messages go to the handler set with
-// WithReturnHandler.
+// Publish sends a message on one of the client's own channels and settles
+// when the broker has confirmed it: this is the safe way to publish at the
+// client level. The promise settles with nil once the broker acked the
+// message; with ErrNacked if it nacked it; with a *ReturnedError if it was
+// Mandatory and unroutable; with the broker's *ChannelError (say, 404 for a
+// missing exchange) if this publish closed its channel; and with
+// ErrNotConfirmed wrapping the cause if the connection ended first (the
+// message may or may not have arrived).
+//
+// One failing publish affects no other: publishes the broker discarded
+// because an operation in front of them closed their channel are re-sent on
+// a fresh one (so a message may, rarely, arrive twice). The publish goes out
+// after client-level operations still pending on its exchange (or, for the
+// default exchange, its queue), and client-level operations on other
+// channels that name that entity wait for its confirmation.
+//
+// Publish copies the message (the caller may reuse o.Message.Body at once)
+// and keeps the copy until the broker confirms. It waits, honouring ctx,
+// while the unconfirmed copies exceed WithUnconfirmedLimit, the output
+// buffer is full or the broker blocks publishing; if ctx has ended first,
+// nothing is sent and the promise has failed with ctx's error. For
+// fire-and-forget publishing use Channel.Publish or Channel.Send; for a
+// confirmed stream with a window of its own, the confirm package.
 func (c *Client) Publish(ctx context.Context, o ops.Publish) *Promise[struct{}] {
 	p := newPromise[struct{}]()
-	m := &proto.BasicPublish{Exchange: o.Exchange, RoutingKey: o.RoutingKey, Mandatory: o.Mandatory}
-	if err := c.pool.publish(ctx, &o, m, func(err error) { p.resolve(struct{}{}, err) }); err != nil {
+	if err := c.pool.publish(ctx, &o, p); err != nil {
 		p.resolve(struct{}{}, err)
 	}
 	return p
 }
 
-// Get fetches one message from a queue on the client's channel pool. The
-// delivery is acknowledged on the channel it came from. It does not block.
-// Get goes out after the client-level operations on its queue (a declare,
-// a publish to the default exchange routed by the queue's name), but not
-// after a publish to a named exchange, which may be on another channel:
-// the broker orders operations only within a channel. To read what you
-// just published through an exchange, publish and Get on one Channel.
+// Get fetches one message from a queue. It does not block. It runs on a
+// channel the client keeps for that queue, so that the delivery (acked on
+// the channel it came from) cannot be voided by an unrelated failure on the
+// client's other channels. Get goes out after the client-level operations
+// on its queue have completed: its declare, and a Client.Publish routed to
+// it by name through the default exchange (which is then confirmed, so the
+// Get can see the message). A publish through a named exchange is not
+// ordered before it: to read what you just published there, wait for that
+// publish's promise first.
 func (c *Client) Get(o ops.Get) *Promise[GetResult] {
 	p := newPromise[GetResult]()
-	c.pool.issue(queueKeys(o.Queue, ""), &proto.BasicGet{Queue: o.Queue, NoAck: o.NoAck}, getReply(p, o.NoAck))
+	c.pool.afterPending(entityKey('q', o.Queue), func() { c.pool.get(o, p, 0) })
 	return p
 }
 

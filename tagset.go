@@ -79,6 +79,9 @@ func (s *tagSet) restore(tags []uint64) {
 
 func (s *tagSet) clear() { *s = tagSet{} }
 
+// empty reports that no tag is outstanding.
+func (s *tagSet) empty() bool { return s.head == len(s.tags) }
+
 func (s *tagSet) compact() {
 	for s.head < len(s.tags) && s.done[s.head] {
 		s.head++

@@ -152,12 +152,13 @@ func TestSlowConsumerDoesNotStallOthers(t *testing.T) {
 	msgOK(t, ctx, cs.Cancel(), "cancel")
 }
 
-// TestSlowConsumerOverflow: without a prefetch limit a consumer that is not
-// read overflows its buffer; leveret cancels it with ErrConsumerOverflow and
+// TestSlowConsumerOverflow: with the opt-in overflow limit (0: nothing
+// beyond the buffer), a consumer without a prefetch limit that is not read
+// overflows its buffer; leveret cancels it with ErrConsumerOverflow and
 // gives the messages back to the queue instead of dropping them.
 func TestSlowConsumerOverflow(t *testing.T) {
 	ctx := msgCtx(t)
-	c := msgDial(t, leveret.WithConsumerBuffer(5))
+	c := msgDial(t, leveret.WithConsumerBuffer(5), leveret.WithConsumerOverflowLimit(0))
 	q, other := msgQueue(t, c), msgQueue(t, c)
 	const n = 50
 	msgPublishN(t, c, q, "o", n)

@@ -276,25 +276,25 @@ func msgExchange(t *testing.T, c *leveret.Client) string {
 }
 
 // TestMandatoryReturnClient: an unroutable mandatory publish on the client
-// comes back to WithReturnHandler, whole.
+// fails its own promise with the whole returned message; the client's
+// return handler (for explicit channels) is not called.
 func TestMandatoryReturnClient(t *testing.T) {
 	ctx := msgCtx(t)
 	rets := make(chan ops.Return, 4)
 	c := msgDial(t, leveret.WithReturnHandler(func(r ops.Return) { rets <- r }))
 	x := msgExchange(t, c)
-	msgOK(t, ctx, c.Publish(ctx, ops.Publish{Exchange: x, RoutingKey: "nowhere", Mandatory: true,
-		Message: interopMessage(t, "returned-from-client")}), "publish")
-	select {
-	case r := <-rets:
-		assert.Equal(t, uint16(312), r.ReplyCode)
-		assert.Equal(t, "NO_ROUTE", r.ReplyText)
-		assert.Equal(t, x, r.Exchange)
-		assert.Equal(t, "nowhere", r.RoutingKey)
-		msgAssertMessage(t, interopMessageDecoded(t, "returned-from-client"), r.Message)
-	case <-ctx.Done():
-		t.Fatal("no return")
-	}
-	// Not mandatory: dropped silently, nothing returned.
+	_, err := c.Publish(ctx, ops.Publish{Exchange: x, RoutingKey: "nowhere", Mandatory: true,
+		Message: interopMessage(t, "returned-from-client")}).Wait(ctx)
+	var re *leveret.ReturnedError
+	require.ErrorAs(t, err, &re)
+	assert.ErrorIs(t, err, leveret.ErrNoRoute)
+	r := re.Return
+	assert.Equal(t, uint16(312), r.ReplyCode)
+	assert.Equal(t, "NO_ROUTE", r.ReplyText)
+	assert.Equal(t, x, r.Exchange)
+	assert.Equal(t, "nowhere", r.RoutingKey)
+	msgAssertMessage(t, interopMessageDecoded(t, "returned-from-client"), r.Message)
+	// Not mandatory: the broker drops it and confirms; nothing is returned.
 	msgOK(t, ctx, c.Publish(ctx, ops.Publish{Exchange: x, RoutingKey: "nowhere", Message: ops.Message{Body: []byte("dropped")}}), "publish")
 	msgOK(t, ctx, c.ExchangeDeclare(ops.ExchangeDeclare{Exchange: x, Kind: ops.Direct, Passive: true}), "round trip")
 	assert.Empty(t, rets)
@@ -375,21 +375,26 @@ func TestPublishMissingExchange(t *testing.T) {
 }
 
 // TestPublishMissingExchangeClient: on the client's own channels the failure
-// stays with the failing operation: the pool replaces the channel, the
-// operation queued behind the publish is re-issued and fails on its own, and
-// later publishes arrive.
+// stays with the failing operation: the publish fails with its own 404, the
+// pool replaces the channel, the operation queued behind the publish is
+// re-issued and fails on its own, and later publishes arrive.
 func TestPublishMissingExchangeClient(t *testing.T) {
 	ctx := msgCtx(t)
 	c := msgDial(t)
 	q := msgQueue(t, c)
 	missing := msgName(t, "missing")
-	msgOK(t, ctx, c.Publish(ctx, ops.Publish{Exchange: missing, Message: ops.Message{Body: []byte("x")}}), "publish")
+	published := c.Publish(ctx, ops.Publish{Exchange: missing, Message: ops.Message{Body: []byte("x")}})
 	// Same exchange, so it goes out behind the publish on the same channel,
 	// which the broker closes: it is re-issued and fails with its own 404.
-	_, err := c.ExchangeDeclare(ops.ExchangeDeclare{Exchange: missing, Passive: true}).Wait(ctx)
+	declared := c.ExchangeDeclare(ops.ExchangeDeclare{Exchange: missing, Passive: true})
+	_, err := published.Wait(ctx)
+	var ce *leveret.ChannelError
+	require.ErrorAs(t, err, &ce)
+	assert.Equal(t, "basic.publish", ce.Method())
+	assert.ErrorIs(t, err, leveret.ErrNotFound)
+	_, err = declared.Wait(ctx)
 	require.ErrorIs(t, err, leveret.ErrNotFound)
 	assert.NotErrorIs(t, err, leveret.ErrNotExecuted)
-	var ce *leveret.ChannelError
 	require.ErrorAs(t, err, &ce)
 	assert.Equal(t, uint16(40), ce.ClassID, "exchange")
 	assert.Equal(t, uint16(10), ce.MethodID, "declare")

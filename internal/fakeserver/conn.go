@@ -209,7 +209,7 @@ func (c *Conn) ReadFrame() (proto.Frame, error) {
 
 // ReadMethod returns the next method the client sent and its channel.
 // Heartbeats are skipped (and counted); with Options.AutoOpen, channel.open
-// is answered and skipped. A content frame is an error: read content with
+// and confirm.select are answered and skipped. A content frame is an error: read content with
 // ReadFrame.
 func (c *Conn) ReadMethod() (channel uint16, m proto.Method, err error) {
 	for {
@@ -224,8 +224,12 @@ func (c *Conn) ReadMethod() (channel uint16, m proto.Method, err error) {
 		if err != nil {
 			return f.Channel, nil, err
 		}
-		if c.opts.AutoOpen && m.ID() == proto.ChannelOpenID {
-			if err := c.Send(f.Channel, &proto.ChannelOpenOk{}); err != nil {
+		if c.opts.AutoOpen && (m.ID() == proto.ChannelOpenID || m.ID() == proto.ConfirmSelectID) {
+			var ok proto.Method = &proto.ChannelOpenOk{}
+			if m.ID() == proto.ConfirmSelectID {
+				ok = &proto.ConfirmSelectOk{}
+			}
+			if err := c.Send(f.Channel, ok); err != nil {
 				return f.Channel, nil, err
 			}
 			continue

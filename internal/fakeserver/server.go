@@ -42,8 +42,9 @@ type Options struct {
 	// HangUpAfterStartOk closes the socket after connection.start-ok, as a
 	// broker without authentication_failure_close does. No script runs.
 	HangUpAfterStartOk bool
-	// AutoOpen makes ReadMethod answer channel.open with channel.open-ok
-	// itself instead of returning it.
+	// AutoOpen makes ReadMethod answer channel.open with channel.open-ok,
+	// and confirm.select with confirm.select-ok (the client's pooled
+	// channels send it right after opening), instead of returning them.
 	AutoOpen bool
 	// ReadTimeout bounds each ReadMethod, ReadFrame and handshake step, so
 	// a script waiting for something the client never sends fails rather

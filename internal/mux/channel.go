@@ -157,14 +157,15 @@ func (ch *Channel) Call(r *Request) error {
 }
 
 // Publish sends basic.publish with its content. It waits, honouring ctx,
-// while the output queue is full or the broker has blocked the connection;
-// with a nil ctx it does not wait (for sends made on the reader goroutine).
+// while the output queue is full or the broker has blocked the connection,
+// and sends nothing if ctx has ended; with a nil ctx it does not wait (for
+// sends made on the reader goroutine, or after WaitPublishRoom).
 // The method, header and body frames go out contiguously. msg is encoded
 // before Publish returns unless a barrier is pending, in which case it is
 // copied; either way the caller may reuse msg.Body afterwards.
 func (ch *Channel) Publish(ctx context.Context, m *proto.BasicPublish, msg *ops.Message, written func(error)) error {
 	if ctx != nil {
-		if err := ch.c.waitRoom(ctx, true); err != nil {
+		if err := ch.c.WaitPublishRoom(ctx); err != nil {
 			return err
 		}
 	}

@@ -76,16 +76,21 @@ func (c *Conn) enqueuePublish(channel uint16, m *proto.BasicPublish, msg *ops.Me
 	}, written)
 }
 
-// waitRoom waits until the output queue is under its limit and, for
-// publishes, until the broker has not blocked the connection. It honours ctx.
-func (c *Conn) waitRoom(ctx context.Context, publish bool) error {
+// WaitPublishRoom waits until the output queue is under its limit and the
+// broker has not blocked the connection (connection.blocked). It honours
+// ctx: if ctx has already ended it returns ctx's error at once, so that an
+// operation whose ctx has ended is never sent.
+func (c *Conn) WaitPublishRoom(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
 	for {
 		c.wmu.Lock()
 		if c.werr != nil {
 			c.wmu.Unlock()
 			return c.closedErr()
 		}
-		if len(c.wbuf) < c.cfg.WriteLimit && !(publish && c.blocked) {
+		if len(c.wbuf) < c.cfg.WriteLimit && !c.blocked {
 			c.wmu.Unlock()
 			return nil
 		}
@@ -100,7 +105,7 @@ func (c *Conn) waitRoom(ctx context.Context, publish bool) error {
 	}
 }
 
-// wakeRoomLocked releases everyone waiting in waitRoom. Callers hold wmu.
+// wakeRoomLocked releases everyone waiting in WaitPublishRoom. Callers hold wmu.
 func (c *Conn) wakeRoomLocked() {
 	if c.roomWaiters {
 		close(c.room)

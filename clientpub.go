@@ -1,0 +1,395 @@
+package leveret
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"strings"
+	"sync"
+
+	"github.com/leveret-mq/leveret/internal/proto"
+	"github.com/leveret-mq/leveret/ops"
+)
+
+// Client.Publish is the safe publish: the pool's channels run in confirm
+// mode, a client-level publish settles on the broker's confirmation, and a
+// publish the broker discarded because its channel closed under it (a
+// failing operation in front of it) is re-sent on a fresh channel. Each
+// publish keeps a private copy of its message until it is confirmed.
+
+var (
+	// ErrNacked is the error of a Client.Publish the broker refused with
+	// basic.nack (for example a queue at its length limit with
+	// overflow=reject-publish). The message was not taken.
+	ErrNacked = errors.New("amqp: publish nacked by the broker")
+	// ErrNotConfirmed marks a publish whose channel or connection ended
+	// before the broker confirmed it: it may or may not have arrived. The
+	// error also wraps the cause.
+	ErrNotConfirmed = errors.New("amqp: publish not confirmed")
+)
+
+// ReturnedError is the error of a mandatory Client.Publish that the broker
+// returned as unroutable (basic.return). errors.Is matches the return's
+// reply code, usually ErrNoRoute.
+type ReturnedError struct {
+	Return ops.Return // the returned message, without leveret's tag header
+}
+
+func (e *ReturnedError) Error() string {
+	return fmt.Sprintf("amqp: message returned: %d %s (exchange %q, routing key %q)",
+		e.Return.ReplyCode, e.Return.ReplyText, e.Return.Exchange, e.Return.RoutingKey)
+}
+
+// Is matches reply-code sentinels such as ErrNoRoute.
+func (e *ReturnedError) Is(target error) bool {
+	return matchCode(target, ReplyCode(e.Return.ReplyCode))
+}
+
+func notConfirmed(cause error) error { return fmt.Errorf("%w: %w", ErrNotConfirmed, cause) }
+
+// tagHeader carries a mandatory client-level publish's delivery tag, so a
+// basic.return is linked to its publish exactly (wire order does not link
+// them; see confirm.SeqHeader, the same header). It is removed from the
+// returned message.
+const tagHeader = "x-leveret-publish-seq"
+
+// pubCostOverhead is what one unconfirmed publish costs besides its body,
+// counted against WithUnconfirmedLimit.
+const pubCostOverhead = 256
+
+// clientPub is one Client.Publish until it is settled. It is its own
+// pooled operation, so that operations on other channels that name its
+// entity wait for its confirmation.
+type clientPub struct {
+	op       pooledOp
+	pool     *pool
+	m        proto.BasicPublish
+	msg      ops.Message // private copy: re-sent if the broker discards it
+	cost     int
+	prom     *Promise[struct{}]
+	ret      *ops.Return // basic.return received; the ack that follows settles it
+	reissued int
+}
+
+func newClientPub(o *ops.Publish, prom *Promise[struct{}]) *clientPub {
+	pub := &clientPub{
+		m:    proto.BasicPublish{Exchange: o.Exchange, RoutingKey: o.RoutingKey, Mandatory: o.Mandatory},
+		msg:  o.Message,
+		prom: prom,
+		cost: len(o.Message.Body) + pubCostOverhead,
+	}
+	pub.msg.Body = append([]byte(nil), o.Message.Body...)
+	if o.Mandatory || o.Message.Headers != nil {
+		pub.msg.Headers = maps.Clone(o.Message.Headers)
+	}
+	pub.op.pub = pub
+	return pub
+}
+
+// pubTracker follows the client-level publishes on one pooled channel, in
+// confirm mode since its open. Tags count from 1 in wire order: a publish
+// takes its tag and is queued for the socket under mu.
+type pubTracker struct {
+	pool     *pool
+	isolated bool // the isolation channel: one suspect at a time
+
+	mu    sync.Mutex
+	next  uint64       // tag of the next publish
+	first uint64       // tag of ents[0]
+	ents  []*clientPub // unconfirmed in tag order; nil once settled
+	ended bool
+
+	scratch []*clientPub // reader only: publishes one confirmation settles
+}
+
+// send queues pub on ch. It never waits for room; an error means nothing
+// was sent.
+func (t *pubTracker) send(ch *Channel, pub *clientPub) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.ended {
+		return ch.mc.Err()
+	}
+	tag := t.next
+	if pub.m.Mandatory {
+		if pub.msg.Headers == nil {
+			pub.msg.Headers = ops.Table{}
+		}
+		pub.msg.Headers[tagHeader] = int64(tag)
+	}
+	if err := ch.mc.Publish(nil, &pub.m, &pub.msg, nil); err != nil {
+		return err
+	}
+	if len(t.ents) == 0 {
+		t.first = tag
+	}
+	t.ents = append(t.ents, pub)
+	t.next++
+	return nil
+}
+
+// confirmed applies basic.ack or basic.nack. It runs on the reader, and
+// settles outside mu: settling releases operations that waited for the
+// publish, and those may publish on this very channel.
+func (t *pubTracker) confirmed(tag uint64, multiple, ack bool) {
+	t.mu.Lock()
+	done := t.scratch[:0]
+	if multiple {
+		for len(t.ents) > 0 && t.first <= tag {
+			if pub := t.ents[0]; pub != nil {
+				done = append(done, pub)
+			}
+			t.popFront()
+		}
+	} else if tag >= t.first && tag-t.first < uint64(len(t.ents)) {
+		if pub := t.ents[tag-t.first]; pub != nil {
+			done = append(done, pub)
+			t.ents[tag-t.first] = nil
+		}
+	}
+	for len(t.ents) > 0 && t.ents[0] == nil {
+		t.popFront()
+	}
+	idle := t.isolated && len(t.ents) == 0
+	t.mu.Unlock()
+	for i, pub := range done {
+		pub.confirmed(ack)
+		done[i] = nil
+	}
+	t.scratch = done[:0]
+	if idle {
+		t.pool.isolateNext()
+	}
+}
+
+func (t *pubTracker) popFront() {
+	t.ents[0] = nil
+	t.ents = t.ents[1:]
+	t.first++
+	if len(t.ents) == 0 {
+		t.ents = t.ents[:0:0] // let the backing array go
+	}
+}
+
+// returned attaches a basic.return to its publish. It runs on the reader.
+func (t *pubTracker) returned(r ops.Return) {
+	tag, ok := takeTag(&r.Message)
+	if !ok {
+		return
+	}
+	t.mu.Lock()
+	if tag >= t.first && tag-t.first < uint64(len(t.ents)) {
+		if pub := t.ents[tag-t.first]; pub != nil {
+			pub.ret = &r
+		}
+	}
+	t.mu.Unlock()
+}
+
+// end stops the tracker and returns what was not confirmed, in tag order.
+func (t *pubTracker) end() []*clientPub {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.ended = true
+	var out []*clientPub
+	for _, pub := range t.ents {
+		if pub != nil {
+			out = append(out, pub)
+		}
+	}
+	t.ents = nil
+	return out
+}
+
+func (pub *clientPub) confirmed(ack bool) {
+	switch {
+	case !ack:
+		pub.finish(ErrNacked)
+	case pub.ret != nil:
+		pub.finish(&ReturnedError{Return: *pub.ret})
+	default:
+		pub.finish(nil)
+	}
+}
+
+// finish settles the publish, gives back its budget and releases the
+// operations that waited for it.
+func (pub *clientPub) finish(err error) {
+	p := pub.pool
+	p.budget.release(pub.cost)
+	p.finish(&pub.op, nil, nil, nil, err)
+}
+
+// takeTag removes tagHeader from a returned message and returns its value.
+func takeTag(m *ops.Message) (uint64, bool) {
+	v, ok := m.Headers[tagHeader].(int64)
+	if !ok || v <= 0 {
+		return 0, false
+	}
+	delete(m.Headers, tagHeader)
+	if len(m.Headers) == 0 {
+		m.Headers = nil
+	}
+	return uint64(v), true
+}
+
+// publish issues a client-level publish. An error means nothing was sent
+// and the budget is not held.
+func (p *pool) publish(ctx context.Context, o *ops.Publish, prom *Promise[struct{}]) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	pub := newClientPub(o, prom)
+	if err := p.budget.acquire(ctx, pub.cost); err != nil {
+		return err
+	}
+	key := entityKey('e', o.Exchange)
+	if o.Exchange == "" {
+		key = entityKey('q', o.RoutingKey)
+	}
+	pub.op.keys = [2]string{key}
+	pub.pool = p
+	p.mu.Lock()
+	ready := p.enlistLocked(&pub.op)
+	p.mu.Unlock()
+	if !ready {
+		return nil // sent by the operation it waits for, on the reader
+	}
+	err := p.c.conn.WaitPublishRoom(ctx)
+	if err == nil {
+		err = p.sendPub(pub)
+	}
+	if err != nil {
+		// Nothing was sent; unblock whoever queued behind it.
+		p.budget.release(pub.cost)
+		p.finish(&pub.op, nil, nil, nil, err)
+		return err
+	}
+	return nil
+}
+
+// sendPub puts pub on its slot's channel, taking a fresh one if that
+// channel ended under it. It never waits.
+func (p *pool) sendPub(pub *clientPub) error {
+	for {
+		ch, err := p.channel(pub.op.slot)
+		if err != nil {
+			return err
+		}
+		err = ch.pubs.send(ch, pub)
+		if err == nil {
+			p.mu.Lock()
+			pub.op.sent = true
+			p.mu.Unlock()
+			return nil
+		}
+		if ch.mc.Err() == nil || p.c.conn.Err() != nil || pub.reissued >= maxReissues {
+			return err // refused by the codec, or nothing left to try
+		}
+		pub.reissued++
+	}
+}
+
+// publishesEnded handles the unconfirmed publishes of a pooled channel
+// that ended with err (on the reader). The broker discarded what it had not
+// processed, so each is re-sent, except: on a connection failure they fail
+// (in doubt); a returned one was processed and settles as returned; and
+// when a publish closed the channel, that publish fails with err.
+//
+// Which publish failed: RabbitMQ names the exchange in the errors a
+// publish can cause through it (404 no exchange, 403 access refused or
+// internal exchange), so the oldest unconfirmed publish to that exchange
+// is the culprit, and those behind it to the same exchange fail with it
+// (they would only fail again). The broker processes a channel's frames in
+// order, so a publish ahead of the culprit was routed before the failure;
+// a transient one settles as done (routing is all its confirmation would
+// have said), a persistent one is re-sent, since only the confirmation says
+// it was written to disk. When the text names no exchange of theirs (406 for
+// an invalid property, say), the suspects are re-sent one at a time on a
+// channel of their own, where each failure names its publish.
+func (p *pool) publishesEnded(t *pubTracker, err error) {
+	pubs := t.end()
+	if len(pubs) == 0 {
+		if t.isolated {
+			p.isolateNext()
+		}
+		return
+	}
+	if isConnectionError(err) {
+		for _, pub := range pubs {
+			pub.finish(notConfirmed(err))
+		}
+		return
+	}
+	var ce *ChannelError
+	blamed := errors.As(err, &ce) && ce.ClassID == 60 && ce.MethodID == 40 // basic.publish
+	culprit := -1                                                          // index in pubs
+	exchange, named := "", false
+	switch {
+	case !blamed:
+	case t.isolated:
+		// One suspect at a time is in flight here: it is the culprit.
+		culprit = firstUnreturned(pubs, func(*clientPub) bool { return true })
+	default:
+		if exchange, named = namedExchange(ce.Text); named {
+			culprit = firstUnreturned(pubs, func(pub *clientPub) bool { return pub.m.Exchange == exchange })
+		}
+	}
+	var suspects []*clientPub
+	for i, pub := range pubs {
+		switch {
+		case pub.ret != nil:
+			pub.finish(&ReturnedError{Return: *pub.ret})
+		case blamed && culprit < 0:
+			suspects = append(suspects, pub)
+		case i == culprit, culprit >= 0 && i > culprit && named && pub.m.Exchange == exchange:
+			pub.finish(err)
+		case i < culprit && pub.msg.DeliveryMode != ops.Persistent:
+			pub.finish(nil) // routed before the failure
+		default:
+			p.resend(pub, err)
+		}
+	}
+	if len(suspects) > 0 {
+		p.isolate(suspects)
+	}
+	if t.isolated {
+		p.isolateNext()
+	}
+}
+
+// firstUnreturned is the index of the first publish in pubs that was not
+// returned and matches, or -1.
+func firstUnreturned(pubs []*clientPub, match func(*clientPub) bool) int {
+	for i, pub := range pubs {
+		if pub.ret == nil && match(pub) {
+			return i
+		}
+	}
+	return -1
+}
+
+// resend sends pub again after its channel ended with cause.
+func (p *pool) resend(pub *clientPub, cause error) {
+	if pub.reissued >= maxReissues {
+		pub.finish(notConfirmed(cause))
+		return
+	}
+	pub.reissued++
+	if err := p.sendPub(pub); err != nil {
+		pub.finish(notConfirmed(err))
+	}
+}
+
+// namedExchange finds the exchange in a RabbitMQ error text such as
+// "NOT_FOUND - no exchange 'x' in vhost '/'".
+func namedExchange(text string) (string, bool) {
+	const open, closing = "exchange '", "' in vhost '"
+	i := strings.Index(text, open)
+	j := strings.LastIndex(text, closing)
+	if i < 0 || j < i+len(open) {
+		return "", false
+	}
+	return text[i+len(open) : j], true
+}
