@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/leveret-mq/leveret/internal/mux"
@@ -120,7 +121,7 @@ func connect(ctx context.Context, u uri, cfg *config) (net.Conn, error) {
 func handshake(nc net.Conn, fr *proto.FrameReader, u uri, cfg *config) (tuning, error) {
 	var t tuning
 	if _, err := nc.Write(proto.ProtocolHeader); err != nil {
-		return t, fmt.Errorf("amqp: dial %s: %w", u, err)
+		return t, fmt.Errorf("amqp: dial %s: %w", u, writeFailure(nc, err))
 	}
 	m, err := readMethod(fr)
 	if err != nil {
@@ -155,6 +156,11 @@ func handshake(nc net.Conn, fr *proto.FrameReader, u uri, cfg *config) (tuning, 
 	if !ok {
 		return t, handshakeRefusal(nc, u, m)
 	}
+	if tune.FrameMax != 0 && tune.FrameMax < proto.FrameMinSize {
+		// Below the spec's minimum nothing can be relied on to fit.
+		return t, &ConnectionError{Code: ReplyCode(proto.NotAllowed), Text: fmt.Sprintf(
+			"broker proposed frame_max %d, below the protocol minimum %d", tune.FrameMax, proto.FrameMinSize)}
+	}
 	t.channelMax = uint16(negotiate(uint32(cfg.channelMax), uint32(tune.ChannelMax)))
 	t.frameMax = negotiate(cfg.frameMax, tune.FrameMax)
 	if t.frameMax == 0 {
@@ -178,6 +184,24 @@ func handshake(nc net.Conn, fr *proto.FrameReader, u uri, cfg *config) (tuning, 
 		return t, handshakeRefusal(nc, u, m)
 	}
 	return t, nil
+}
+
+// writeFailure explains a failed first write. Under TLS 1.3 the server
+// checks the client's certificate after the client's side of the handshake
+// has completed, so a refusal ("certificate required") arrives as an alert
+// after our first write, which may itself fail with a reset; reading once
+// surfaces the alert, the real reason.
+func writeFailure(nc net.Conn, err error) error {
+	if _, ok := nc.(*tls.Conn); !ok {
+		return err
+	}
+	nc.SetReadDeadline(time.Now().Add(time.Second))
+	var b [1]byte
+	if _, rerr := nc.Read(b[:]); rerr != nil && !errors.Is(rerr, io.EOF) &&
+		!errors.Is(rerr, os.ErrDeadlineExceeded) && !errors.Is(rerr, syscall.ECONNRESET) {
+		return rerr
+	}
+	return err
 }
 
 // negotiate picks the smaller of two limits where 0 means "no limit".
@@ -248,13 +272,14 @@ func clientProperties(cfg *config) ops.Table {
 
 func newMuxConfig(t tuning, cfg config, onBlocked func(bool, string), onReadIdle func()) mux.Config {
 	return mux.Config{
-		FrameMax:   t.frameMax,
-		ChannelMax: t.channelMax,
-		Heartbeat:  t.heartbeat,
-		WriteLimit: cfg.writeLimit,
-		Logger:     cfg.logger,
-		FaultError: faultError,
-		OnBlocked:  onBlocked,
-		OnReadIdle: onReadIdle,
+		FrameMax:       t.frameMax,
+		ChannelMax:     t.channelMax,
+		Heartbeat:      t.heartbeat,
+		WriteLimit:     cfg.writeLimit,
+		MaxMessageSize: cfg.maxMessageSize,
+		Errors:         muxErrors(),
+		FaultError:     faultError,
+		OnBlocked:      onBlocked,
+		OnReadIdle:     onReadIdle,
 	}
 }

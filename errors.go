@@ -46,19 +46,26 @@ var (
 
 var (
 	// ErrClosed reports an operation on a client or channel that this side
-	// has closed, or an operation still pending when it was closed.
-	ErrClosed = mux.ErrClosed
+	// has closed, or an operation still pending when it was closed. The
+	// error returned wraps it and says what was closed, e.g. "amqp: channel
+	// 3 closed by this client (Close)"; match it with errors.Is.
+	ErrClosed = errors.New("amqp: closed")
 	// ErrNotExecuted marks an operation that the broker discarded because
 	// its channel closed in front of it. The error also wraps the cause, so
 	// errors.Is(err, ErrPreconditionFailed) tells why.
-	ErrNotExecuted = mux.ErrNotExecuted
+	ErrNotExecuted = errors.New("amqp: operation not executed")
 	// ErrHeartbeatTimeout is the cause of a connection ended because the
 	// broker sent nothing for two heartbeat intervals.
-	ErrHeartbeatTimeout = mux.ErrHeartbeat
+	ErrHeartbeatTimeout = errors.New("amqp: heartbeat timeout")
 	// ErrChannelLimit reports that every channel number allowed by the
 	// negotiated channel_max is in use.
-	ErrChannelLimit = mux.ErrChannelLimit
+	ErrChannelLimit = errors.New("amqp: no free channel number (channel_max reached)")
 )
+
+// muxErrors hands the public sentinels to internal/mux, which reports them.
+func muxErrors() mux.Errors {
+	return mux.Errors{Closed: ErrClosed, NotExecuted: ErrNotExecuted, Heartbeat: ErrHeartbeatTimeout, ChannelLimit: ErrChannelLimit}
+}
 
 // ChannelError is a channel ("soft") error: the broker closed one channel,
 // naming the reply code and the method that failed. The connection and its

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/leveret-mq/leveret/internal/mux"
 	"github.com/leveret-mq/leveret/ops"
 )
 
@@ -32,6 +33,7 @@ type config struct {
 	consumerBuffer    int
 	unconfirmedLimit  int
 	overflowLimit     int // deliveries a consumer may hold past its buffer; -1: no limit
+	maxMessageSize    uint64
 	onReturn          func(ops.Return)
 }
 
@@ -46,6 +48,7 @@ func defaultConfig() config {
 		consumerBuffer:    1024,
 		unconfirmedLimit:  64 << 20,
 		overflowLimit:     -1,
+		maxMessageSize:    mux.DefaultMaxMessageSize,
 	}
 }
 
@@ -64,6 +67,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("amqp: write buffer limit %d below 4096", c.writeLimit)
 	case c.unconfirmedLimit < 4096:
 		return fmt.Errorf("amqp: unconfirmed limit %d below 4096", c.unconfirmedLimit)
+	case c.maxMessageSize < 1:
+		return fmt.Errorf("amqp: max message size %d below 1", c.maxMessageSize)
 	case c.overflowLimit < -1:
 		return fmt.Errorf("amqp: consumer overflow limit %d is negative", c.overflowLimit)
 	case c.consumerBuffer < 1:
@@ -149,6 +154,15 @@ func WithConsumerBuffer(n int) Option {
 // honouring its ctx. A single message larger than the limit is sent alone.
 func WithUnconfirmedLimit(n int) Option {
 	return optionFunc(func(c *config) { c.unconfirmedLimit = n })
+}
+
+// WithMaxMessageSize sets the largest message body accepted from the
+// broker (default 128 MiB, RabbitMQ's own default max_message_size). A
+// delivery, get or return whose content header announces more ends the
+// connection with a *ConnectionError (506) before anything is buffered, so
+// a broken or hostile peer cannot make the client allocate without bound.
+func WithMaxMessageSize(n uint64) Option {
+	return optionFunc(func(c *config) { c.maxMessageSize = n })
 }
 
 // WithConsumerOverflowLimit opts in to a bound on what a consumer holds

@@ -22,8 +22,9 @@
 package confirm
 
 import (
-	"errors"
 	"fmt"
+
+	"github.com/leveret-mq/leveret"
 
 	"github.com/leveret-mq/leveret/ops"
 )
@@ -31,8 +32,12 @@ import (
 // ErrNotConfirmed marks a publish whose channel or connection ended before
 // the broker confirmed it: it may or may not have been delivered. The error
 // also wraps the cause, so errors.As(err, new(*leveret.ConnectionError))
-// and errors.Is(err, leveret.ErrNotFound) tell why.
-var ErrNotConfirmed = errors.New("amqp: publish not confirmed")
+// and errors.Is(err, leveret.ErrNotFound) tell why. It is the same value
+// as leveret.ErrNotConfirmed, which Client.Publish reports.
+var ErrNotConfirmed = leveret.ErrNotConfirmed
+
+// errClosed is why a Publisher refuses work after Close.
+var errClosed = fmt.Errorf("amqp: confirm publisher closed (Close): %w", leveret.ErrClosed)
 
 // Status is how the broker settled a publish.
 type Status uint8

@@ -205,7 +205,7 @@ func (p *Publisher) Close(ctx context.Context) error {
 	// left, after them; Err already says closed.
 	p.mu.Lock()
 	if p.err == nil {
-		p.err = leveret.ErrClosed
+		p.err = errClosed
 	}
 	p.mu.Unlock()
 	return nil
@@ -247,7 +247,7 @@ func (p *Publisher) stoppedLocked() error {
 	case p.err != nil:
 		return p.err
 	case p.closing:
-		return leveret.ErrClosed
+		return errClosed
 	}
 	return nil
 }

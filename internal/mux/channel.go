@@ -3,6 +3,7 @@ package mux
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 
 	"github.com/leveret-mq/leveret/internal/proto"
@@ -93,7 +94,7 @@ func (c *Conn) OpenChannel(h Handler, opened func(error)) (*Channel, error) {
 	id, ok := c.allocIDLocked()
 	if !ok {
 		c.cmu.Unlock()
-		return nil, ErrChannelLimit
+		return nil, c.cfg.Errors.ChannelLimit
 	}
 	ch := &Channel{ID: id, c: c, h: h}
 	c.chans[id] = ch
@@ -232,10 +233,17 @@ func (ch *Channel) usableLocked() error {
 	switch {
 	case ch.err != nil:
 		return ch.err
-	case ch.closing || ch.c.closing.Load():
-		return ErrClosed
+	case ch.c.closing.Load():
+		return ch.c.closedErrByUs
+	case ch.closing:
+		return ch.closedByUs()
 	}
 	return nil
+}
+
+// closedByUs is the error of a channel this side closed.
+func (ch *Channel) closedByUs() error {
+	return &contextError{fmt.Sprintf("amqp: channel %d closed by this client (Close)", ch.ID), ch.c.cfg.Errors.Closed}
 }
 
 func (ch *Channel) sendLocked(r *Request) error {

@@ -7,7 +7,6 @@ package mux
 
 import (
 	"context"
-	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -22,8 +21,13 @@ type Config struct {
 	ChannelMax uint16        // negotiated; 0 means 65535
 	Heartbeat  time.Duration // negotiated; 0 disables heartbeats
 	WriteLimit int           // queued bytes past which publishers wait; default 1 MiB
-	Logger     *slog.Logger  // nil discards
+	// MaxMessageSize is the largest message body accepted from the peer;
+	// a content header announcing more ends the connection before anything
+	// is buffered. 0 means 128 MiB.
+	MaxMessageSize uint64
 
+	// Errors are the sentinels to report; see Errors.
+	Errors Errors
 	// FaultError turns a Fault into the error callers see. nil uses *Error.
 	FaultError func(Fault) error
 	// OnBlocked reports connection.blocked (true) and connection.unblocked.
@@ -35,6 +39,9 @@ type Config struct {
 	// of one read and pass them on here. It must not block.
 	OnReadIdle func()
 }
+
+// DefaultMaxMessageSize is RabbitMQ's own default max_message_size.
+const DefaultMaxMessageSize = 128 << 20
 
 // Conn is one multiplexed AMQP connection.
 //
@@ -76,7 +83,10 @@ type Conn struct {
 	dead     chan struct{} // closed when the connection has ended
 	deadErr  error         // why; written before dead is closed
 	closeOk  chan struct{} // closed when connection.close-ok arrives
-	wg       sync.WaitGroup
+	// closedErrByUs is the error of everything Close ends: it wraps
+	// Errors.Closed and says what was closed.
+	closedErrByUs error
+	wg            sync.WaitGroup
 }
 
 // New takes over nc, whose handshake is complete, and starts the reader and
@@ -88,8 +98,9 @@ func New(nc net.Conn, fr *proto.FrameReader, cfg Config) *Conn {
 	if cfg.ChannelMax == 0 {
 		cfg.ChannelMax = 65535
 	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.Errors.setDefaults()
+	if cfg.MaxMessageSize == 0 {
+		cfg.MaxMessageSize = DefaultMaxMessageSize
 	}
 	fr.SetMaxFrameSize(cfg.FrameMax)
 	c := &Conn{
@@ -102,6 +113,7 @@ func New(nc net.Conn, fr *proto.FrameReader, cfg Config) *Conn {
 		dead:    make(chan struct{}),
 		closeOk: make(chan struct{}),
 	}
+	c.closedErrByUs = &contextError{"amqp: connection closed by this client (Close)", cfg.Errors.Closed}
 	c.wg.Add(2)
 	go c.readLoop()  // owner: Conn; exits when nc fails or is closed by fail.
 	go c.writeLoop() // owner: Conn; exits when dead is closed or a write fails.
@@ -142,7 +154,7 @@ func (c *Conn) fail(err error) {
 // Close closes the connection gracefully: it queues connection.close behind
 // everything already queued, waits for close-ok (or ctx, or the connection
 // failing), then closes the socket and joins both goroutines. Operations
-// still pending fail with ErrClosed. Close is idempotent; later calls only
+// still pending fail with an error wrapping Errors.Closed. Close is idempotent; later calls only
 // join. It returns ctx.Err() if ctx ended before the broker acknowledged.
 func (c *Conn) Close(ctx context.Context) error {
 	var err error
@@ -156,7 +168,7 @@ func (c *Conn) Close(ctx context.Context) error {
 				err = ctx.Err()
 			}
 		}
-		c.fail(ErrClosed)
+		c.fail(c.closedErrByUs)
 	}
 	c.wg.Wait()
 	return err
@@ -183,5 +195,5 @@ func (c *Conn) closedErr() error {
 	if err != nil {
 		return err
 	}
-	return ErrClosed
+	return c.closedErrByUs
 }

@@ -36,8 +36,9 @@ func (ch *Channel) handleMethod(m proto.Method) error {
 		r := ch.takeMatchLocked(m)
 		var pending, held []*Request
 		ended := false
+		closed := ch.closedByUs()
 		if r != nil {
-			pending, held, ended = ch.endLocked(ErrClosed)
+			pending, held, ended = ch.endLocked(closed)
 		}
 		ch.mu.Unlock()
 		if r == nil {
@@ -45,7 +46,7 @@ func (ch *Channel) handleMethod(m proto.Method) error {
 		}
 		ch.c.release(ch)
 		if ended {
-			ch.finish(ErrClosed, nil, func() { r.Done(m, nil, nil) }, pending, held)
+			ch.finish(closed, nil, func() { r.Done(m, nil, nil) }, pending, held)
 		} else {
 			r.Done(m, nil, nil)
 		}
@@ -81,6 +82,10 @@ func (ch *Channel) handleContent(typ uint8, payload []byte) error {
 		_, size, err := proto.DecodeContentHeaderReusing(payload, &a.msg, &ch.lastProps)
 		if err != nil {
 			return ch.c.violation(proto.FrameError, "bad content header: %v", err)
+		}
+		if size > ch.c.cfg.MaxMessageSize {
+			return ch.c.violation(proto.ResourceError, "message of %d bytes on channel %d is larger than the client's limit of %d bytes (WithMaxMessageSize)",
+				size, ch.ID, ch.c.cfg.MaxMessageSize)
 		}
 		a.size, a.header = size, true
 		if size > 0 {
@@ -246,7 +251,7 @@ func (ch *Channel) finish(err error, failed *proto.MethodID, first func(), pendi
 			blamed = blamed || r.Method.ID() == *failed
 			r.fail(err)
 		default:
-			r.fail(notExecuted(err))
+			r.fail(ch.c.notExecuted(err))
 		}
 	}
 }

@@ -7,6 +7,38 @@ import (
 	"github.com/leveret-mq/leveret/internal/proto"
 )
 
+// Errors are the sentinel errors mux reports. The owner supplies its own
+// public values, so that errors.Is matches them and they read as the
+// owner's; a nil field takes mux's default of the same name (ErrClosed,
+// ErrNotExecuted, ErrHeartbeat, ErrChannelLimit).
+type Errors struct {
+	Closed       error // wrapped with what was closed: see Conn.closedByUs
+	NotExecuted  error
+	Heartbeat    error
+	ChannelLimit error
+}
+
+func (e *Errors) setDefaults() {
+	for _, f := range []struct {
+		field *error
+		def   error
+	}{{&e.Closed, ErrClosed}, {&e.NotExecuted, ErrNotExecuted}, {&e.Heartbeat, ErrHeartbeat}, {&e.ChannelLimit, ErrChannelLimit}} {
+		if *f.field == nil {
+			*f.field = f.def
+		}
+	}
+}
+
+// contextError says what was closed and by whom, and unwraps to the Closed
+// sentinel.
+type contextError struct {
+	text string
+	base error
+}
+
+func (e *contextError) Error() string { return e.text }
+func (e *contextError) Unwrap() error { return e.base }
+
 var (
 	// ErrClosed reports use of a connection or channel after this side closed it.
 	ErrClosed = errors.New("amqp: closed")
@@ -42,8 +74,8 @@ func (e *Error) Error() string {
 
 func (e *Error) Unwrap() error { return e.Cause }
 
-func notExecuted(cause error) error {
-	return fmt.Errorf("%w: %w", ErrNotExecuted, cause)
+func (c *Conn) notExecuted(cause error) error {
+	return fmt.Errorf("%w: %w", c.cfg.Errors.NotExecuted, cause)
 }
 
 func (c *Conn) faultError(f Fault) error {

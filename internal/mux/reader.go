@@ -128,8 +128,13 @@ func (c *Conn) handleConnectionMethod(m proto.Method) (done bool, err error) {
 		return true, c.faultError(Fault{Hard: true, Code: proto.ReplyCode(m.ReplyCode), Text: m.ReplyText,
 			Method: proto.MethodID(uint32(m.ClassID)<<16 | uint32(m.MethodID))})
 	case *proto.ConnectionCloseOk:
+		if !c.closing.Load() {
+			// We sent no connection.close: a protocol violation, not the
+			// deliberate close ErrClosed stands for.
+			return true, c.violation(proto.CommandInvalid, "connection.close-ok without connection.close")
+		}
 		close(c.closeOk)
-		return true, ErrClosed
+		return true, c.closedErrByUs
 	case *proto.ConnectionBlocked:
 		c.setBlocked(true)
 		if c.cfg.OnBlocked != nil {

@@ -2,6 +2,7 @@ package mux
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"github.com/leveret-mq/leveret/internal/proto"
@@ -63,9 +64,18 @@ func (c *Conn) enqueueAck(channel uint16, tag uint64, multiple, cumulative bool)
 	}, nil)
 }
 
+// enqueueMethod queues one method frame. A frame larger than the
+// negotiated frame_max is refused here, failing only this operation: sent,
+// it would make the broker close the whole connection (501).
 func (c *Conn) enqueueMethod(channel uint16, m proto.Method, written func(error)) error {
+	frameMax := c.cfg.FrameMax
 	return c.enqueue(func(dst []byte) ([]byte, error) {
-		return proto.AppendMethodFrame(dst, channel, m)
+		out, err := proto.AppendMethodFrame(dst, channel, m)
+		if err == nil && frameMax != 0 && len(out)-len(dst) > int(frameMax) {
+			return dst, fmt.Errorf("%w: %v frame of %d bytes does not fit the negotiated frame_max %d",
+				proto.ErrFrameTooLarge, m.ID(), len(out)-len(dst), frameMax)
+		}
+		return out, err
 	}, written)
 }
 
@@ -154,7 +164,7 @@ func (c *Conn) writeLoop() {
 			if c.readActivity.Swap(false) {
 				silentTicks = 0
 			} else if silentTicks++; silentTicks >= 7 {
-				c.fail(c.faultError(Fault{Hard: true, Local: true, Text: "peer silent for two heartbeat intervals", Cause: ErrHeartbeat}))
+				c.fail(c.faultError(Fault{Hard: true, Local: true, Text: "peer silent for two heartbeat intervals", Cause: c.cfg.Errors.Heartbeat}))
 				c.failWriteCallbacks()
 				return
 			}
@@ -169,15 +179,16 @@ func (c *Conn) writeLoop() {
 		if n > 0 {
 			idleTicks = 0
 		}
-		if err != nil {
-			c.fail(c.faultError(Fault{Hard: true, Text: "write failed", Cause: err}))
+		if err != nil { // already the connection's error (see flush)
+			c.fail(err)
 			c.failWriteCallbacks()
 			return
 		}
 	}
 }
 
-// flush writes everything queued so far.
+// flush writes everything queued so far. A failed write is returned as
+// the error that ends the connection, the one its callbacks got.
 func (c *Conn) flush() (int, error) {
 	c.wmu.Lock()
 	buf, cbs := c.wbuf, c.wcbs

@@ -5,7 +5,9 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
@@ -118,5 +120,45 @@ func BenchmarkEnqueueAck(b *testing.B) {
 			c.wbuf, c.ackEnd = c.wbuf[:0], 0
 		}
 		c.enqueueAck(1, tag, false, tag%2 == 0) // every other ack merges
+	}
+}
+
+// failingConn is a socket whose writes fail and whose reads block until it
+// is closed, so the writer, not the reader, finds the connection lost.
+type failingConn struct {
+	net.Conn // nil: only the methods below are used
+	closed   chan struct{}
+	once     bool
+}
+
+func (f *failingConn) Read([]byte) (int, error) { <-f.closed; return 0, net.ErrClosed }
+func (f *failingConn) Write([]byte) (int, error) {
+	return 0, errors.New("broken pipe")
+}
+func (f *failingConn) Close() error {
+	if !f.once {
+		f.once = true
+		close(f.closed)
+	}
+	return nil
+}
+func (f *failingConn) SetWriteDeadline(time.Time) error { return nil }
+
+// TestWriteFailureWrappedOnce: the error of a failed write says
+// "connection lost: write failed" once, for the connection and for the
+// operation whose frames were in that write.
+func TestWriteFailureWrappedOnce(t *testing.T) {
+	nc := &failingConn{closed: make(chan struct{})}
+	c := New(nc, proto.NewFrameReader(nc), Config{FrameMax: 4096})
+	written := make(chan error, 1)
+	require.NoError(t, c.enqueueMethod(0, &proto.ConnectionCloseOk{}, func(err error) { written <- err }))
+	werr := <-written
+	<-c.Dead()
+	c.Abort(c.Err())
+	for _, err := range []error{werr, c.Err()} {
+		require.Error(t, err)
+		require.Equal(t, 1, strings.Count(err.Error(), "write failed"), "%v", err)
+		require.Equal(t, 1, strings.Count(err.Error(), "connection lost"), "%v", err)
+		require.Contains(t, err.Error(), "broken pipe")
 	}
 }

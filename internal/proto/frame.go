@@ -138,7 +138,21 @@ func (fr *FrameReader) badType() error {
 		got := append(fr.hdr[:], rest...)
 		return fmt.Errorf("%w: peer sent protocol header %q, not AMQP 0-9-1", ErrMalformed, got)
 	}
+	if printable(fr.hdr[:]) {
+		return fmt.Errorf("%w: peer answered %q: not an AMQP 0-9-1 server", ErrMalformed, fr.hdr[:])
+	}
 	return fmt.Errorf("%w: unknown frame type %d", ErrMalformed, fr.hdr[0])
+}
+
+// printable reports whether b is printable ASCII text (a text protocol's
+// answer, such as "HTTP/1.1 400"), which no AMQP frame header is.
+func printable(b []byte) bool {
+	for _, c := range b {
+		if c < 0x20 || c > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 // ReadProtocolHeader reads the 8 bytes that open a connection (server side)

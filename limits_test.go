@@ -1,0 +1,212 @@
+package leveret_test
+
+import (
+	"bytes"
+	"net"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/leveret-mq/leveret"
+	"github.com/leveret-mq/leveret/internal/fakeserver"
+	"github.com/leveret-mq/leveret/internal/proto"
+	"github.com/leveret-mq/leveret/ops"
+)
+
+// Wire limits a hostile or broken peer could abuse, each played by the
+// fake server.
+
+// sendGetOk answers a basic.get with get-ok and a content header announcing
+// size bytes, then streams body frames until the client hangs up or n
+// frames are out.
+func sendGetOk(c *fakeserver.Conn, ch uint16, size uint64, n int) {
+	c.Send(ch, &proto.BasicGetOk{DeliveryTag: 1, RoutingKey: "q"})
+	hdr, _ := proto.AppendContentHeader(nil, ch, proto.ClassBasic, size, &ops.Message{})
+	if c.SendRaw(hdr) != nil {
+		return
+	}
+	chunk := proto.AppendBodyFrames(nil, ch, 4096, bytes.Repeat([]byte("x"), 4000))
+	for range n {
+		if c.SendRaw(chunk) != nil {
+			return
+		}
+	}
+}
+
+// TestLimitInboundBodySize: a content header announcing a body over the
+// client's limit ends the connection before anything is buffered, with a
+// clear *ConnectionError, whatever the peer keeps sending.
+func TestLimitInboundBodySize(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		size  uint64
+		frame int
+		opts  []leveret.Option
+	}{
+		{"2^62 bytes", 1 << 62, 100_000, nil},
+		{"over WithMaxMessageSize", 8001, 3, []leveret.Option{leveret.WithMaxMessageSize(8000)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			leakCheck(t)
+			closed := make(chan *proto.ConnectionClose, 1)
+			s := fakeserver.StartWith(t, fakeserver.Options{AutoOpen: true}, func(c *fakeserver.Conn) {
+				ch, _ := c.Expect(t, proto.BasicGetID)
+				sendGetOk(c, ch, tc.size, tc.frame)
+				closed <- readUntilClose(c)
+			})
+			client := dial(t, s, tc.opts...)
+			ch, err := client.Channel(waitCtx(t))
+			require.NoError(t, err)
+			_, err = await(t, ch.Get(ops.Get{Queue: "q"}))
+			ce := requireConnErr(t, err, leveret.ReplyCode(proto.ResourceError))
+			assert.Contains(t, ce.Text, "larger than the client's limit")
+			assert.Contains(t, ce.Text, "WithMaxMessageSize")
+			cl := receive(t, closed, "connection.close")
+			if cl != nil {
+				assert.Equal(t, uint16(proto.ResourceError), cl.ReplyCode)
+			}
+			awaitDone(t, client.Done(), "client")
+		})
+	}
+}
+
+// TestLimitInboundBodyWithinLimit: a message exactly at the limit arrives.
+func TestLimitInboundBodyWithinLimit(t *testing.T) {
+	leakCheck(t)
+	s := fakeserver.StartWith(t, fakeserver.Options{AutoOpen: true}, func(c *fakeserver.Conn) {
+		ch, _ := c.Expect(t, proto.BasicGetID)
+		sendGetOk(c, ch, 8000, 2)
+		c.Serve()
+	})
+	client := dial(t, s, leveret.WithMaxMessageSize(8000))
+	ch, err := client.Channel(waitCtx(t))
+	require.NoError(t, err)
+	g, err := await(t, ch.Get(ops.Get{Queue: "q", NoAck: true}))
+	require.NoError(t, err)
+	assert.Len(t, g.Delivery.Body, 8000)
+	require.NoError(t, closeClient(t, client))
+}
+
+// TestLimitFrameMaxBelowMinimum: a tune with frame-max under the spec's
+// 4096 is refused with a clear error; nothing is left running.
+func TestLimitFrameMaxBelowMinimum(t *testing.T) {
+	leakCheck(t)
+	s := fakeserver.StartWith(t, fakeserver.Options{FrameMax: 100}, func(c *fakeserver.Conn) {})
+	base := libGoroutines()
+	_, err := leveret.Dial(waitCtx(t), s.URL())
+	var ce *leveret.ConnectionError
+	require.ErrorAs(t, err, &ce)
+	assert.Contains(t, err.Error(), "frame_max 100")
+	assert.Contains(t, err.Error(), "4096")
+	requireNoneStarted(t, base)
+}
+
+// TestLimitUnsolicitedCloseOk: connection.close-ok the client never asked
+// for is a protocol violation, not the deliberate close ErrClosed means.
+func TestLimitUnsolicitedCloseOk(t *testing.T) {
+	leakCheck(t)
+	s := fakeserver.Start(t, func(c *fakeserver.Conn) {
+		c.Send(0, &proto.ConnectionCloseOk{})
+		readUntilClose(c)
+	})
+	client := dial(t, s)
+	awaitDone(t, client.Done(), "client")
+	ce := requireConnErr(t, client.Err(), leveret.ReplyCode(proto.CommandInvalid))
+	assert.Contains(t, ce.Text, "close-ok")
+	assert.NotErrorIs(t, client.Err(), leveret.ErrClosed)
+}
+
+// TestLimitOutboundFrameMax: a method too large for the negotiated
+// frame-max fails alone, locally; nothing oversized reaches the peer and
+// the connection carries on.
+func TestLimitOutboundFrameMax(t *testing.T) {
+	leakCheck(t)
+	got := make(chan string, 4)
+	s := fakeserver.StartWith(t, fakeserver.Options{FrameMax: 4096, AutoOpen: true}, func(c *fakeserver.Conn) {
+		for {
+			ch, m, err := c.ReadMethod()
+			if err != nil {
+				return
+			}
+			switch m := m.(type) {
+			case *proto.QueueDeclare:
+				got <- m.Queue
+				c.Send(ch, &proto.QueueDeclareOk{Queue: m.Queue})
+			case *proto.ChannelClose:
+				c.Send(ch, &proto.ChannelCloseOk{})
+			case *proto.ConnectionClose:
+				c.Send(0, &proto.ConnectionCloseOk{})
+				return
+			}
+		}
+	})
+	client := dial(t, s)
+	require.Equal(t, uint32(4096), client.FrameMax())
+	big := ops.Table{"x-big": strings.Repeat("a", 6000)}
+	ch, err := client.Channel(waitCtx(t))
+	require.NoError(t, err)
+	for _, p := range []*leveret.Promise[ops.QueueDeclareOk]{
+		client.QueueDeclare(ops.QueueDeclare{Queue: "big-client", Args: big}),
+		ch.QueueDeclare(ops.QueueDeclare{Queue: "big-channel", Args: big}),
+	} {
+		_, err := await(t, p)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), "frame_max 4096")
+		assert.Contains(t, err.Error(), "queue.declare")
+	}
+	// The same operations fit without the arguments.
+	_, err = await(t, client.QueueDeclare(ops.QueueDeclare{Queue: "small-client"}))
+	require.NoError(t, err)
+	_, err = await(t, ch.QueueDeclare(ops.QueueDeclare{Queue: "small-channel"}))
+	require.NoError(t, err)
+	assert.ElementsMatch(t, []string{"small-client", "small-channel"}, []string{<-got, <-got}, "nothing oversized was sent")
+	require.NoError(t, ch.Err())
+	require.NoError(t, closeClient(t, client))
+}
+
+// TestLimitNotAnAMQPServer: a server that answers in another protocol is
+// named as such.
+func TestLimitNotAnAMQPServer(t *testing.T) {
+	leakCheck(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	t.Cleanup(func() { ln.Close() })
+	done := make(chan struct{})
+	go func() { // owner: this test; exits after one connection.
+		defer close(done)
+		nc, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer nc.Close()
+		buf := make([]byte, 8)
+		nc.Read(buf)
+		nc.Write([]byte("HTTP/1.1 400 Bad Request\r\nConnection: close\r\n\r\n"))
+	}()
+	_, err = leveret.Dial(waitCtx(t), "amqp://guest:guest@"+ln.Addr().String()+"/")
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "not an AMQP 0-9-1 server")
+	assert.Contains(t, err.Error(), "HTTP/1.")
+	<-done
+}
+
+// TestLimitErrorsSayWhatClosed: errors after a close wrap ErrClosed and say
+// which object this side closed; a write failure is described once.
+func TestLimitErrorsSayWhatClosed(t *testing.T) {
+	leakCheck(t)
+	s := fakeserver.StartWith(t, fakeserver.Options{AutoOpen: true}, func(c *fakeserver.Conn) { c.Serve() })
+	client := dial(t, s)
+	ch, err := client.Channel(waitCtx(t))
+	require.NoError(t, err)
+	require.NoError(t, ch.Close(waitCtx(t)))
+	_, err = await(t, ch.QueueDeclare(ops.QueueDeclare{Queue: "q"}))
+	require.ErrorIs(t, err, leveret.ErrClosed)
+	assert.Regexp(t, `^amqp: channel \d+ closed by this client`, err.Error())
+	require.NoError(t, closeClient(t, client))
+	_, err = await(t, client.QueueDeclare(ops.QueueDeclare{Queue: "q"}))
+	require.ErrorIs(t, err, leveret.ErrClosed)
+	assert.Equal(t, "amqp: connection closed by this client (Close)", err.Error())
+	assert.ErrorIs(t, client.Err(), leveret.ErrClosed)
+}
