@@ -58,7 +58,7 @@ func (c *Client) openChannel(opened func(error)) (*Channel, error) {
 
 // open opens ch, made by newChannel, on the connection.
 func (c *Client) open(ch *Channel, opened func(error)) error {
-	mc, err := c.conn.OpenChannel(ch, opened)
+	mc, err := c.conn.OpenChannel((*muxHandler)(ch), opened)
 	if err != nil {
 		return err
 	}
@@ -66,10 +66,19 @@ func (c *Client) open(ch *Channel, opened func(error)) error {
 	return nil
 }
 
-// Async implements mux.Handler. It runs on the reader goroutine, so it
-// only hands work on: deliveries to consumer buffers, returns and confirms
-// to the client's dispatcher goroutine.
-func (ch *Channel) Async(m proto.Method, msg *ops.Message) {
+// muxHandler is how mux reaches a Channel: the same value under a type
+// whose methods only mux calls, so that they are not part of Channel's API
+// (a user calling Closed would corrupt the channel's state). Converting
+// the pointer costs nothing.
+type muxHandler Channel
+
+func (h *muxHandler) Async(m proto.Method, msg *ops.Message) { (*Channel)(h).async(m, msg) }
+func (h *muxHandler) Closed(err error)                       { (*Channel)(h).closed(err) }
+
+// async gets the channel's asynchronous methods (see mux.Handler). It runs
+// on the reader goroutine, so it only hands work on: deliveries to consumer
+// buffers, returns and confirms to the client's dispatcher goroutine.
+func (ch *Channel) async(m proto.Method, msg *ops.Message) {
 	switch m := m.(type) {
 	case *proto.BasicDeliver:
 		ch.mu.Lock()
@@ -97,7 +106,7 @@ func (ch *Channel) Async(m proto.Method, msg *ops.Message) {
 		ch.mu.Lock()
 		fn := ch.onReturn
 		ch.mu.Unlock()
-		r := ops.Return{ReplyCode: m.ReplyCode, ReplyText: m.ReplyText, Exchange: m.Exchange, RoutingKey: m.RoutingKey, Message: *msg}
+		r := ops.Return{ReplyCode: ops.ReplyCode(m.ReplyCode), ReplyText: m.ReplyText, Exchange: m.Exchange, RoutingKey: m.RoutingKey, Message: *msg}
 		if ch.pubs != nil {
 			ch.pubs.returned(r)
 			return
@@ -122,8 +131,9 @@ func (ch *Channel) Async(m proto.Method, msg *ops.Message) {
 	}
 }
 
-// Closed implements mux.Handler; it runs on the reader goroutine.
-func (ch *Channel) Closed(err error) {
+// closed is told that the channel ended (see mux.Handler); it runs on the
+// reader goroutine.
+func (ch *Channel) closed(err error) {
 	ch.endOnce.Do(func() {
 		ch.endErr = err
 		close(ch.done)

@@ -26,7 +26,8 @@ type Client struct {
 	dispatch *dispatcher
 	blocked  atomic.Bool
 
-	consumerSeq atomic.Uint64 // numbers generated consumer tags
+	consumerSeq atomic.Uint64      // numbers generated consumer tags
+	settledOK   *Promise[struct{}] // returned by every ack that was queued
 	// Overflow pumps (see Consumer.pump): started by the reader, stopped
 	// and joined by Close.
 	pumps     sync.WaitGroup
@@ -40,7 +41,7 @@ func newClient(nc net.Conn, fr *proto.FrameReader, t tuning, cfg config) *Client
 	if cfg.logger == nil {
 		cfg.logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Client{cfg: cfg, tuning: t, dispatch: newDispatcher(cfg.logger), stopPumps: make(chan struct{})}
+	c := &Client{cfg: cfg, tuning: t, dispatch: newDispatcher(cfg.logger), stopPumps: make(chan struct{}), settledOK: settled(struct{}{}, nil)}
 	c.conn = mux.New(nc, fr, newMuxConfig(t, cfg, c.onBlocked, c.dispatch.kick))
 	c.pool = newPool(c, cfg.topologyChannels, cfg.unconfirmedLimit)
 	return c

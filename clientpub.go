@@ -43,7 +43,7 @@ func (e *ReturnedError) Error() string {
 
 // Is matches reply-code sentinels such as ErrNoRoute.
 func (e *ReturnedError) Is(target error) bool {
-	return matchCode(target, ReplyCode(e.Return.ReplyCode))
+	return matchCode(target, e.Return.ReplyCode)
 }
 
 func notConfirmed(cause error) error { return fmt.Errorf("%w: %w", ErrNotConfirmed, cause) }

@@ -61,8 +61,6 @@ type GetResult struct {
 // Empty reports that the queue had no message.
 func (g GetResult) Empty() bool { return g.Delivery == nil }
 
-var settledOK = settled(struct{}{}, nil)
-
 // Ack acknowledges deliveries received on this channel. It does not block
 // and refuses locally (ErrUnknownDeliveryTag) a tag that is not outstanding.
 func (ch *Channel) Ack(o ops.Ack) *Promise[struct{}] {
@@ -109,14 +107,14 @@ func (ch *Channel) acknowledge(tag uint64, multiple bool, m proto.Method) *Promi
 		// merge this ack with the one queued before it. Not in transaction
 		// mode, where a rollback makes acked tags outstanding again.
 		cumulative := !ch.tx && (multiple || ch.unacked.noneUpTo(tag))
-		err = ch.mc.Ack(tag, multiple, cumulative)
+		err = ch.mc.Ack(mux.Ack{Tag: tag, Multiple: multiple, Cumulative: cumulative})
 	} else {
 		err = ch.mc.Call(&mux.Request{Method: m})
 	}
 	if err != nil {
 		return settled(struct{}{}, err)
 	}
-	return settledOK
+	return ch.c.settledOK
 }
 
 // Recover asks the broker to redeliver every unacknowledged delivery on

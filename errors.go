@@ -6,13 +6,12 @@ import (
 
 	"github.com/leveret-mq/leveret/internal/mux"
 	"github.com/leveret-mq/leveret/internal/proto"
+	"github.com/leveret-mq/leveret/ops"
 )
 
-// ReplyCode is an AMQP reply code such as 404 NOT_FOUND.
-type ReplyCode uint16
-
-// String names the code as the AMQP specification does, e.g. "NOT_FOUND".
-func (c ReplyCode) String() string { return proto.ReplyCode(c).String() }
+// ReplyCode is an AMQP reply code such as 404 NOT_FOUND; its String names
+// it as the specification does. It is the type ops.Return uses too.
+type ReplyCode = ops.ReplyCode
 
 // codeError is a sentinel that matches channel and connection errors by
 // reply code under errors.Is.

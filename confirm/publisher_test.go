@@ -231,7 +231,7 @@ func TestConfirmOutcomesAndRanges(t *testing.T) {
 		assert.Equal(t, want[i], o.Status, "publish %d", i+1)
 		if o.Status == confirm.Returned {
 			require.NotNil(t, o.Return)
-			assert.Equal(t, uint16(312), o.Return.ReplyCode)
+			assert.Equal(t, ops.ReplyCode(312), o.Return.ReplyCode)
 			assert.Equal(t, "3", o.Return.Message.MessageID)
 			assert.Equal(t, ops.Table{"app": "x"}, o.Return.Message.Headers, "the sequence header is removed")
 		} else {

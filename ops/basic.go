@@ -12,7 +12,7 @@ type Publish struct {
 
 // Return is a mandatory message the broker could not route.
 type Return struct {
-	ReplyCode  uint16 // usually 312 NO_ROUTE
+	ReplyCode  ReplyCode // usually 312 NO_ROUTE
 	ReplyText  string
 	Exchange   string
 	RoutingKey string

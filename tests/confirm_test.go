@@ -137,7 +137,7 @@ func TestConfirmReturnedLinkedToItsPublish(t *testing.T) {
 		require.Equal(t, confirm.Returned, o.Status, "publish %d", i)
 		require.Equal(t, "returned", o.Status.String())
 		require.NotNil(t, o.Return)
-		assert.Equal(t, uint16(312), o.Return.ReplyCode)
+		assert.Equal(t, ops.ReplyCode(312), o.Return.ReplyCode)
 		assert.Equal(t, x, o.Return.Exchange)
 		assert.Equal(t, fmt.Sprint(i), o.Return.Message.MessageID, "the return belongs to this publish")
 		assert.NotContains(t, o.Return.Message.Headers, confirm.SeqHeader)

@@ -114,8 +114,35 @@ func TestExampleWorkQueue(t *testing.T) {
 	require.Equal(t, n, did["slow"]+did["fast"], "every task done exactly once")
 	require.Greater(t, did["fast"], did["slow"], "fair dispatch: the fast worker should do most")
 	require.Equal(t, n, len(regexp.MustCompile(`(?m)^(slow|fast) worker finished task \d+$`).FindAllString(out, -1)))
-	m := regexp.MustCompile(`(?m)^deleted queue (\S+)$`).FindStringSubmatch(out)
+	m := regexp.MustCompile(`(?m)^deleted queue (\S+) with 0 tasks left in it$`).FindStringSubmatch(out)
+	require.NotNil(t, m, "workqueue should delete its durable queue, empty:\n%s", out)
+	requireQueueGone(t, m[1])
+}
+
+// TestExampleWorkQueueSIGTERM: at SIGTERM the workers drain gracefully:
+// every task a worker had received is finished and acknowledged (none
+// fails to ack), the rest stay in the queue, and nothing is done twice.
+func TestExampleWorkQueueSIGTERM(t *testing.T) {
+	t.Parallel()
+	const n = 20
+	out := runExample(t, "workqueue", "-n", strconv.Itoa(n), "-slow", "100ms", "-sigterm-after", "4")
+	require.Contains(t, out, "SIGTERM: draining the workers")
+	require.NotContains(t, out, "could not acknowledge")
+	did := 0
+	for _, m := range regexp.MustCompile(`(?m)^(slow|fast) worker did (\d+) tasks$`).FindAllStringSubmatch(out, -1) {
+		did += atoi(t, m[2])
+	}
+	finished := regexp.MustCompile(`(?m)^(?:slow|fast) worker finished (task \d+)$`).FindAllStringSubmatch(out, -1)
+	seen := map[string]bool{}
+	for _, f := range finished {
+		require.False(t, seen[f[1]], "%s done twice:\n%s", f[1], out)
+		seen[f[1]] = true
+	}
+	require.Equal(t, len(finished), did, "every finished task was acknowledged")
+	m := regexp.MustCompile(`(?m)^deleted queue (\S+) with (\d+) tasks left in it$`).FindStringSubmatch(out)
 	require.NotNil(t, m, "workqueue should delete its durable queue:\n%s", out)
+	require.GreaterOrEqual(t, did, 4)
+	require.Equal(t, n, did+atoi(t, m[2]), "every task was either done or left in the queue:\n%s", out)
 	requireQueueGone(t, m[1])
 }
 

@@ -289,7 +289,7 @@ func TestMandatoryReturnClient(t *testing.T) {
 	require.ErrorAs(t, err, &re)
 	assert.ErrorIs(t, err, leveret.ErrNoRoute)
 	r := re.Return
-	assert.Equal(t, uint16(312), r.ReplyCode)
+	assert.Equal(t, ops.ReplyCode(312), r.ReplyCode)
 	assert.Equal(t, "NO_ROUTE", r.ReplyText)
 	assert.Equal(t, x, r.Exchange)
 	assert.Equal(t, "nowhere", r.RoutingKey)
@@ -313,7 +313,7 @@ func TestMandatoryReturnChannel(t *testing.T) {
 		Message: interopMessage(t, "returned-from-channel")}), "publish")
 	select {
 	case r := <-rets:
-		assert.Equal(t, uint16(312), r.ReplyCode)
+		assert.Equal(t, ops.ReplyCode(312), r.ReplyCode)
 		assert.Equal(t, "NO_ROUTE", r.ReplyText)
 		assert.Equal(t, x, r.Exchange)
 		assert.Equal(t, "void.key", r.RoutingKey)

@@ -5,7 +5,13 @@
 // worker is slow (it sleeps -slow per task), the other fast, and the counts
 // printed at the end show the fast worker did most of the work.
 //
-//	go run ./examples/workqueue [-n 20] [-slow 100ms]
+// SIGTERM or SIGINT stops the workers gracefully: each consumer is shut
+// down (no new tasks), the task a worker is on is finished and acknowledged,
+// and the tasks not started stay in the queue for the next run. With
+// -sigterm-after K the program sends itself SIGTERM after K tasks, to show
+// that drain.
+//
+//	go run ./examples/workqueue [-n 20] [-slow 100ms] [-sigterm-after K]
 package main
 
 import (
@@ -15,8 +21,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strconv"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/leveret-mq/leveret"
@@ -26,10 +34,14 @@ import (
 func main() {
 	n := flag.Int("n", 20, "how many tasks to publish")
 	slow := flag.Duration("slow", 100*time.Millisecond, "how long the slow worker takes per task")
+	sigtermAfter := flag.Int("sigterm-after", 0, "send this process SIGTERM after this many tasks (0: never)")
 	flag.Parse()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := run(ctx, brokerURL(), os.Stdout, *n, *slow); err != nil {
+	// stop ends at SIGTERM or SIGINT: the signal to drain and exit.
+	stop, stopNotify := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stopNotify()
+	if err := run(ctx, stop, brokerURL(), os.Stdout, *n, *slow, *sigtermAfter); err != nil {
 		fmt.Fprintln(os.Stderr, "workqueue:", err)
 		os.Exit(1)
 	}
@@ -51,7 +63,7 @@ type worker struct {
 	done  int // tasks acknowledged; read after the worker's goroutine ended
 }
 
-func run(ctx context.Context, url string, out io.Writer, n int, slow time.Duration) (err error) {
+func run(ctx, stop context.Context, url string, out io.Writer, n int, slow time.Duration, sigtermAfter int) (err error) {
 	c, err := leveret.Dial(ctx, url, leveret.WithConnectionName("leveret example workqueue"))
 	if err != nil {
 		return err
@@ -62,20 +74,18 @@ func run(ctx context.Context, url string, out io.Writer, n int, slow time.Durati
 	defer func() {
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
-		if _, derr := c.QueueDelete(ops.QueueDelete{Queue: queue}).Wait(cctx); derr != nil {
+		ok, derr := c.QueueDelete(ops.QueueDelete{Queue: queue}).Wait(cctx)
+		if derr != nil {
 			err = errors.Join(err, fmt.Errorf("deleting the queue: %w", derr))
 			return
 		}
-		fmt.Fprintf(out, "deleted queue %s\n", queue)
+		fmt.Fprintf(out, "deleted queue %s with %d tasks left in it\n", queue, ok.MessageCount)
 	}()
 
-	// A durable queue, then two workers with a prefetch of 1. Consumers run
-	// on channels of their own, so a Consume is not ordered behind the
-	// declare of its queue: wait for the declare, then start both workers
-	// and wait once for the pair.
-	if _, err := c.QueueDeclare(ops.QueueDeclare{Queue: queue, Durable: true}).Wait(ctx); err != nil {
-		return err
-	}
+	// A durable queue, then two workers with a prefetch of 1. Each Consume
+	// goes out once the client-level declare of its queue has completed, so
+	// all three are issued at once and waited for together.
+	declared := c.QueueDeclare(ops.QueueDeclare{Queue: queue, Durable: true})
 	workers := []*worker{{name: "slow", delay: slow}, {name: "fast"}}
 	starts := make([]*leveret.Promise[*leveret.Consumer], len(workers))
 	for i := range workers {
@@ -83,6 +93,9 @@ func run(ctx context.Context, url string, out io.Writer, n int, slow time.Durati
 	}
 	consumers, err := leveret.Collect(ctx, starts)
 	if err != nil {
+		return err
+	}
+	if _, err := declared.Wait(ctx); err != nil {
 		return err
 	}
 
@@ -94,12 +107,24 @@ func run(ctx context.Context, url string, out io.Writer, n int, slow time.Durati
 		w.cs = consumers[i]
 		wg.Go(func() { w.work(ctx, out, &mu, finished) })
 	}
-	defer func() {
-		cancels := make([]leveret.Waiter, len(workers))
-		for i, w := range workers {
-			cancels[i] = w.cs.Cancel()
+	defer func() { // runs after the drain below: the counts are final
+		mu.Lock()
+		defer mu.Unlock()
+		for _, w := range workers {
+			fmt.Fprintf(out, "%s worker did %d tasks\n", w.name, w.done)
 		}
-		err = errors.Join(err, leveret.WaitAll(ctx, cancels...))
+	}()
+	// At the end, or at SIGTERM: shut each consumer down gracefully. No new
+	// task arrives; the one a worker holds is finished and acknowledged,
+	// then the consumer's channel closes and its Deliveries loop ends.
+	defer func() {
+		var swg sync.WaitGroup
+		errs := make([]error, len(workers))
+		for i, w := range workers {
+			swg.Go(func() { errs[i] = w.cs.Shutdown(ctx) })
+		}
+		swg.Wait()
+		err = errors.Join(err, errors.Join(errs...))
 		wg.Wait()
 	}()
 
@@ -115,17 +140,21 @@ func run(ctx context.Context, url string, out io.Writer, n int, slow time.Durati
 	fmt.Fprintf(out, "published %d persistent tasks to durable queue %s\n", n, queue)
 	mu.Unlock()
 
-	for range n {
+	for i := range n {
+		if i == sigtermAfter && sigtermAfter > 0 {
+			syscall.Kill(os.Getpid(), syscall.SIGTERM)
+		}
 		select {
 		case <-finished:
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for the workers: %w", ctx.Err())
+		case <-stop.Done():
+			if ctx.Err() != nil {
+				return fmt.Errorf("waiting for the workers: %w", ctx.Err())
+			}
+			mu.Lock()
+			fmt.Fprintln(out, "SIGTERM: draining the workers")
+			mu.Unlock()
+			return nil
 		}
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	for _, w := range workers {
-		fmt.Fprintf(out, "%s worker did %d tasks\n", w.name, w.done)
 	}
 	return nil
 }

@@ -185,24 +185,32 @@ func (ch *Channel) Publish(ctx context.Context, m *proto.BasicPublish, msg *ops.
 	return ch.c.enqueuePublish(ch.ID, m, msg, written)
 }
 
-// Ack queues basic.ack for tag without waiting; an error means nothing was
-// sent. cumulative says that once this ack is made no delivery with a tag at
-// or below tag is outstanding on the channel (always true of a multiple
-// ack): then "everything up to tag" names exactly the deliveries this ack
-// and an ack of a lower tag queued just before it acknowledge, so the two
-// may go out as one multiple ack. A consumer acking each delivery in order
-// thus costs the broker one ack per write rather than one per message.
-func (ch *Channel) Ack(tag uint64, multiple, cumulative bool) error {
+// Ack is one basic.ack to queue.
+type Ack struct {
+	Tag      uint64
+	Multiple bool
+	// Cumulative says that once this ack is made no delivery with a tag at
+	// or below Tag is outstanding on the channel (always true of a multiple
+	// ack): then "everything up to Tag" names exactly the deliveries this
+	// ack and an ack of a lower tag queued just before it acknowledge, so
+	// the two may go out as one multiple ack. A consumer acking each
+	// delivery in order thus costs the broker one ack per write rather than
+	// one per message.
+	Cumulative bool
+}
+
+// Ack queues a without waiting; an error means nothing was sent.
+func (ch *Channel) Ack(a Ack) error {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if err := ch.usableLocked(); err != nil {
 		return err
 	}
 	if ch.barrier {
-		ch.held = append(ch.held, &Request{Method: &proto.BasicAck{DeliveryTag: tag, Multiple: multiple}})
+		ch.held = append(ch.held, &Request{Method: &proto.BasicAck{DeliveryTag: a.Tag, Multiple: a.Multiple}})
 		return nil
 	}
-	return ch.c.enqueueAck(ch.ID, tag, multiple, cumulative)
+	return ch.c.enqueueAck(ch.ID, a)
 }
 
 // Close queues channel.close behind everything sent so far. done gets nil

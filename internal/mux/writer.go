@@ -47,9 +47,10 @@ func (c *Conn) enqueue(encode func([]byte) ([]byte, error), written func(error))
 // last frame queued: nothing was queued between them, so the broker would
 // have processed the two back to back, and one multiple ack for tag
 // acknowledges the same deliveries.
-func (c *Conn) enqueueAck(channel uint16, tag uint64, multiple, cumulative bool) error {
+func (c *Conn) enqueueAck(channel uint16, a Ack) error {
+	tag, multiple := a.Tag, a.Multiple
 	return c.enqueue(func(dst []byte) ([]byte, error) { // runs under wmu
-		if cumulative && tag != 0 && c.ackEnd != 0 && c.ackEnd == len(dst) && c.ackChan == channel && c.ackTag < tag {
+		if a.Cumulative && tag != 0 && c.ackEnd != 0 && c.ackEnd == len(dst) && c.ackChan == channel && c.ackTag < tag {
 			dst = dst[:c.ackStart]
 			multiple = true
 		}

@@ -79,7 +79,7 @@ func TestEnqueueAckMerges(t *testing.T) {
 					require.NoError(t, c.enqueueMethod(1, &proto.BasicQos{}, nil))
 					continue
 				}
-				require.NoError(t, c.enqueueAck(a.ch, a.tag, a.multiple, a.cumul))
+				require.NoError(t, c.enqueueAck(a.ch, Ack{Tag: a.tag, Multiple: a.multiple, Cumulative: a.cumul}))
 			}
 			require.Equal(t, tc.want, queuedFrames(t, c))
 		})
@@ -101,10 +101,10 @@ func TestEnqueueAckNotMergedAfterFlush(t *testing.T) {
 		<-drained
 	}()
 	c := &Conn{nc: cli, wake: make(chan struct{}, 1)}
-	require.NoError(t, c.enqueueAck(1, 1, false, true))
+	require.NoError(t, c.enqueueAck(1, Ack{Tag: 1, Cumulative: true}))
 	_, err := c.flush()
 	require.NoError(t, err)
-	require.NoError(t, c.enqueueAck(1, 2, false, true))
+	require.NoError(t, c.enqueueAck(1, Ack{Tag: 2, Cumulative: true}))
 	require.Equal(t, []any{ackFrame{1, 2, false}}, queuedFrames(t, c))
 }
 
@@ -119,7 +119,7 @@ func BenchmarkEnqueueAck(b *testing.B) {
 		if len(c.wbuf) > 1<<16 {
 			c.wbuf, c.ackEnd = c.wbuf[:0], 0
 		}
-		c.enqueueAck(1, tag, false, tag%2 == 0) // every other ack merges
+		c.enqueueAck(1, Ack{Tag: tag, Cumulative: tag%2 == 0}) // every other ack merges
 	}
 }
 

@@ -195,3 +195,11 @@ func TestReplyCodes(t *testing.T) {
 	require.False(t, ReplySuccess.Hard())
 	require.False(t, ReplyCode(999).Hard())
 }
+
+// TestReplyCodeNamesMatchOps: ops.ReplyCode, the public type, names every
+// code as the generated table does.
+func TestReplyCodeNamesMatchOps(t *testing.T) {
+	for c := ReplyCode(0); c < 600; c++ {
+		require.Equal(t, c.String(), ops.ReplyCode(c).String(), "code %d", c)
+	}
+}
