@@ -205,7 +205,7 @@ func (ch *Channel) Done() <-chan struct{} { return ch.done }
 
 // Err is nil while the channel is open, then why it ended: a *ChannelError
 // if the broker closed it, a *ConnectionError if the connection failed, or
-// ErrClosed after Close.
+// an error wrapping ErrClosed after Close.
 func (ch *Channel) Err() error {
 	select {
 	case <-ch.done:

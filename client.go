@@ -14,10 +14,13 @@ import (
 
 // Client is one AMQP connection. Its methods are safe for concurrent use.
 //
-// Topology operations called on the Client run on a small pool of the
-// client's own channels: they pipeline, and when one fails only that one
-// fails (operations queued behind it are re-issued on a fresh channel).
-// Use Channel for an explicit channel whose operations share its fate.
+// Operations called on the Client are the safe level. Topology operations
+// and Publish run on a small pool of the client's own channels, in confirm
+// mode: they pipeline, and when one fails only that one fails (operations
+// and publishes the broker discarded behind it are re-sent on a fresh
+// channel). Get and Consume run on channels that no unrelated operation can
+// close, so their deliveries can always be acknowledged. Use Channel for an
+// explicit channel whose operations share its fate.
 type Client struct {
 	conn     *mux.Conn
 	cfg      config
@@ -64,15 +67,18 @@ func (c *Client) FrameMax() uint32 { return c.tuning.frameMax }
 // Done is closed when the connection has ended, by Close or by a failure.
 func (c *Client) Done() <-chan struct{} { return c.conn.Dead() }
 
-// Err is nil while the connection is open, then why it ended: ErrClosed
-// after Close, else a *ConnectionError.
+// Err is nil while the connection is open, then why it ended: an error
+// wrapping ErrClosed after Close, else a *ConnectionError.
 func (c *Client) Err() error { return c.conn.Err() }
 
 // Close closes the connection gracefully: everything already issued is
 // sent first, then connection.close; it waits for the broker's close-ok
 // until ctx ends, then closes the socket. Operations still pending fail with
-// ErrClosed. Close joins every goroutine the client started and is
-// idempotent; it returns ctx's error if the broker did not answer in time.
+// an error wrapping ErrClosed; unconfirmed Client.Publish calls fail with
+// ErrNotConfirmed. Deliveries still waiting in a consumer's overflow queue
+// are not handed over (the broker requeues those that needed an ack). Close
+// joins every goroutine the client started and is idempotent; it returns
+// ctx's error if the broker did not answer in time.
 func (c *Client) Close(ctx context.Context) error {
 	c.closeOnce.Do(func() {
 		c.closeErr = c.conn.Close(ctx)

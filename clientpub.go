@@ -99,6 +99,14 @@ type pubTracker struct {
 	first uint64       // tag of ents[0]
 	ents  []*clientPub // unconfirmed in tag order; nil once settled
 	ended bool
+	// requests counts the pool's topology operations awaiting a reply on
+	// this channel. When the channel ends, those the broker discarded are
+	// re-issued from their completions; the publishes to re-send wait in
+	// stash until the last of them has been, so that a publish goes out
+	// again behind the declare it was issued behind.
+	requests int
+	stash    []*clientPub
+	stashErr error
 
 	scratch []*clientPub // reader only: publishes one confirmation settles
 }
@@ -187,19 +195,59 @@ func (t *pubTracker) returned(r ops.Return) {
 	t.mu.Unlock()
 }
 
-// end stops the tracker and returns what was not confirmed, in tag order.
-func (t *pubTracker) end() []*clientPub {
+func (t *pubTracker) requestStarted() {
+	t.mu.Lock()
+	t.requests++
+	t.mu.Unlock()
+}
+
+// requestDone runs once a counted request has completed (and, if it was
+// discarded, been re-issued); the last one on an ended channel re-sends
+// the stashed publishes.
+func (t *pubTracker) requestDone() {
+	t.mu.Lock()
+	t.requests--
+	var stash []*clientPub
+	if t.requests == 0 && t.ended {
+		stash, t.stash = t.stash, nil
+	}
+	cause := t.stashErr
+	t.mu.Unlock()
+	for _, pub := range stash {
+		t.pool.resend(pub, cause)
+	}
+}
+
+// resendAfterRequests re-sends pubs now, or after the requests still
+// pending on the ended channel have been re-issued.
+func (t *pubTracker) resendAfterRequests(pubs []*clientPub, cause error) {
+	t.mu.Lock()
+	if t.requests > 0 {
+		t.stash = append(t.stash, pubs...)
+		t.stashErr = cause
+		t.mu.Unlock()
+		return
+	}
+	t.mu.Unlock()
+	for _, pub := range pubs {
+		t.pool.resend(pub, cause)
+	}
+}
+
+// end stops the tracker and returns what was not confirmed, in tag order,
+// and whether topology operations were pending on the channel.
+func (t *pubTracker) end() (unconfirmed []*clientPub, requests bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.ended = true
-	var out []*clientPub
+	requests = t.requests > 0
 	for _, pub := range t.ents {
 		if pub != nil {
-			out = append(out, pub)
+			unconfirmed = append(unconfirmed, pub)
 		}
 	}
 	t.ents = nil
-	return out
+	return unconfirmed, requests
 }
 
 func (pub *clientPub) confirmed(ack bool) {
@@ -295,21 +343,27 @@ func (p *pool) sendPub(pub *clientPub) error {
 // that ended with err (on the reader). The broker discarded what it had not
 // processed, so each is re-sent, except: on a connection failure they fail
 // (in doubt); a returned one was processed and settles as returned; and
-// when a publish closed the channel, that publish fails with err.
+// when a publish closed the channel, that publish fails with err. Re-sends
+// go out after the topology operations discarded with them are re-issued
+// (see pubTracker.requests): a publish issued behind a declare of its
+// exchange is re-sent behind it too.
 //
 // Which publish failed: RabbitMQ names the exchange in the errors a
 // publish can cause through it (404 no exchange, 403 access refused or
 // internal exchange), so the oldest unconfirmed publish to that exchange
-// is the culprit, and those behind it to the same exchange fail with it
-// (they would only fail again). The broker processes a channel's frames in
-// order, so a publish ahead of the culprit was routed before the failure;
-// a transient one settles as done (routing is all its confirmation would
-// have said), a persistent one is re-sent, since only the confirmation says
-// it was written to disk. When the text names no exchange of theirs (406 for
-// an invalid property, say), the suspects are re-sent one at a time on a
-// channel of their own, where each failure names its publish.
+// is the culprit. Those behind it to the same exchange fail with it when
+// no topology operation was discarded with them (nothing issued in between
+// can have made the exchange, so they would only fail again, a channel
+// each); otherwise they are re-sent behind those operations. The broker
+// processes a channel's frames in order, so a publish ahead of the culprit
+// was routed before the failure: a transient one settles as done (routing
+// is all its confirmation would have said), a persistent one is re-sent,
+// since only the confirmation says it was written to disk. When the text
+// names no exchange of theirs (406 for an invalid property, say), the
+// suspects are re-sent one at a time on a channel of their own, where each
+// failure names its publish.
 func (p *pool) publishesEnded(t *pubTracker, err error) {
-	pubs := t.end()
+	pubs, requests := t.end()
 	if len(pubs) == 0 {
 		if t.isolated {
 			p.isolateNext()
@@ -336,20 +390,23 @@ func (p *pool) publishesEnded(t *pubTracker, err error) {
 			culprit = firstUnreturned(pubs, func(pub *clientPub) bool { return pub.m.Exchange == exchange })
 		}
 	}
-	var suspects []*clientPub
+	var suspects, again []*clientPub
 	for i, pub := range pubs {
 		switch {
 		case pub.ret != nil:
 			pub.finish(&ReturnedError{Return: *pub.ret})
 		case blamed && culprit < 0:
 			suspects = append(suspects, pub)
-		case i == culprit, culprit >= 0 && i > culprit && named && pub.m.Exchange == exchange:
+		case i == culprit, culprit >= 0 && i > culprit && named && !requests && pub.m.Exchange == exchange:
 			pub.finish(err)
 		case i < culprit && pub.msg.DeliveryMode != ops.Persistent:
 			pub.finish(nil) // routed before the failure
 		default:
-			p.resend(pub, err)
+			again = append(again, pub)
 		}
+	}
+	if len(again) > 0 {
+		t.resendAfterRequests(again, err)
 	}
 	if len(suspects) > 0 {
 		p.isolate(suspects)

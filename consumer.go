@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/leveret-mq/leveret/internal/mux"
 	"github.com/leveret-mq/leveret/internal/proto"
@@ -51,8 +52,8 @@ type Consumer struct {
 	// runs, sends and (if the consumer ended meanwhile) closes it.
 	ovMu     sync.Mutex
 	overflow []*Delivery
-	pumping  bool
-	ending   bool // end has run: deliveries closes once the overflow is handed over
+	pumping  atomic.Bool // written under ovMu; only the reader sets it, so it reads it without the lock
+	ending   bool        // end has run: deliveries closes once the overflow is handed over
 
 	endOnce sync.Once
 	err     error // written before done is closed
@@ -173,7 +174,7 @@ func (cs *Consumer) end(err error) {
 		close(cs.done)
 		cs.ovMu.Lock()
 		cs.ending = true
-		if !cs.pumping {
+		if !cs.pumping.Load() {
 			close(cs.deliveries)
 		}
 		cs.ovMu.Unlock()
@@ -187,23 +188,24 @@ func (cs *Consumer) end(err error) {
 // buffer if there is room, else onto the overflow queue, which a pump
 // goroutine moves into the buffer as the user reads.
 func (cs *Consumer) deliver(d *Delivery) {
-	cs.ovMu.Lock()
-	if !cs.pumping {
+	if !cs.pumping.Load() {
+		// No pump runs, and none starts unless this goroutine starts it:
+		// the buffer is the reader's alone.
 		select {
 		case cs.deliveries <- d:
-			cs.ovMu.Unlock()
 			return
 		default:
 		}
 	}
+	cs.ovMu.Lock()
 	if limit := cs.ch.c.cfg.overflowLimit; limit >= 0 && len(cs.overflow) >= limit {
 		cs.ovMu.Unlock()
 		cs.overflowed(d)
 		return
 	}
 	cs.overflow = append(cs.overflow, d)
-	start := !cs.pumping
-	cs.pumping = true
+	start := !cs.pumping.Load()
+	cs.pumping.Store(true)
 	cs.ovMu.Unlock()
 	if start {
 		cs.ch.c.startPump(cs)
@@ -233,7 +235,7 @@ func (cs *Consumer) pump(stop <-chan struct{}) {
 		cs.ovMu.Lock()
 		if len(cs.overflow) == 0 || stopped(stop) {
 			cs.overflow = nil
-			cs.pumping = false
+			cs.pumping.Store(false)
 			if cs.ending {
 				close(cs.deliveries)
 			}

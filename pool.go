@@ -140,9 +140,16 @@ func (p *pool) send(op *pooledOp) {
 	for {
 		ch, err := p.channel(op.slot)
 		if err == nil {
+			// Counted so that publishes discarded with it are re-sent after
+			// it is re-issued (see pubTracker.requests).
+			ch.pubs.requestStarted()
 			err = ch.mc.Call(&mux.Request{Method: op.m, Done: func(reply proto.Method, msg *ops.Message, err error) {
 				p.replied(op, reply, msg, ch, err)
+				ch.pubs.requestDone()
 			}})
+			if err != nil {
+				ch.pubs.requestDone()
+			}
 		}
 		if err == nil {
 			p.mu.Lock()

@@ -56,7 +56,7 @@ func drawChart(path string, r *report) error {
 		plots = append(plots, p)
 	}
 	if len(messaging) > 0 {
-		short := map[string]string{sPublish: "publish", sConfirm: "publish +\nconfirms", sConsumeEach: "consume,\nack each", sConsumeMult: "consume,\nack ×100"}
+		short := map[string]string{sPublish: "publish", sConfirm: "publish +\nconfirms", sClientPub: "Client.\nPublish", sConsumeEach: "consume,\nack each", sConsumeMult: "consume,\nack ×100"}
 		names := make([]string, len(messaging))
 		for i, s := range messaging {
 			names[i] = short[s]

@@ -116,6 +116,30 @@ func BenchmarkClientConfirmedPublish(b *testing.B) {
 			b.Fatal(out, err)
 		}
 	})
+	b.Run("leveret-client", func(b *testing.B) {
+		c, _ := leveretSinkClient(b)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		ring := make([]*leveret.Promise[struct{}], size) // wait on the oldest, as amqp091-go does
+		i := 0
+		b.ReportAllocs()
+		for b.Loop() {
+			if old := ring[i%size]; old != nil {
+				if _, err := old.Wait(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+			ring[i%size] = c.Publish(ctx, ops.Publish{RoutingKey: "q", Message: ops.Message{Body: body}})
+			i++
+		}
+		for _, p := range ring {
+			if p != nil {
+				if _, err := p.Wait(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		}
+	})
 	b.Run("amqp091-go", func(b *testing.B) {
 		ch := amqpSinkChannel(b)
 		if err := ch.Confirm(false); err != nil {

@@ -67,3 +67,43 @@ func leveretConfirmPkg(ctx context.Context, e *env) (cost, error) {
 	}
 	return m, err
 }
+
+// leveretClientPublish is the client-level publish: Client.Publish, whose
+// promise settles on the broker's confirmation, with at most e.cfg.window
+// unsettled (it waits on the oldest, as the amqp091-go scenario does). Every
+// promise is checked.
+func leveretClientPublish(ctx context.Context, e *env) (cost, error) {
+	c, closeC, err := dialLeveret(ctx, e.url)
+	if err != nil {
+		return cost{}, err
+	}
+	defer closeC()
+	q, err := e.declareQueue(ctx, "client-publish")
+	if err != nil {
+		return cost{}, err
+	}
+	defer e.deleteQueues(ctx, q)
+	n := e.cfg.messages
+	body := make([]byte, bodySize)
+	ring := make([]*leveret.Promise[struct{}], e.cfg.window)
+	return measure(func() error {
+		for i := range n {
+			slot := i % len(ring)
+			if old := ring[slot]; old != nil {
+				if _, err := old.Wait(ctx); err != nil {
+					return fmt.Errorf("client publish: %w", err)
+				}
+			}
+			ring[slot] = c.Publish(ctx, ops.Publish{RoutingKey: q, Message: ops.Message{Body: body}})
+		}
+		for _, p := range ring {
+			if p == nil {
+				continue
+			}
+			if _, err := p.Wait(ctx); err != nil {
+				return fmt.Errorf("client publish: %w", err)
+			}
+		}
+		return nil
+	})
+}

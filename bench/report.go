@@ -102,6 +102,7 @@ func (r *report) cpuOver(scenario, a, b string) float64 {
 var scenarioTitles = map[string]string{
 	sPublish:     "publish, no confirms",
 	sConfirm:     "publish, confirms, window %d",
+	sClientPub:   "publish, client level (Client.Publish, confirmed), ≤%d outstanding",
 	sConsumeEach: "consume, prefetch %d, ack each",
 	sConsumeMult: "consume, prefetch %d, ack multiple /100",
 }
@@ -113,7 +114,7 @@ func (r *report) title(s string) string {
 	}
 	t := scenarioTitles[s]
 	switch s {
-	case sConfirm:
+	case sConfirm, sClientPub:
 		t = fmt.Sprintf(t, r.cfg.window)
 	case sConsumeEach, sConsumeMult:
 		t = fmt.Sprintf(t, r.cfg.prefetch)

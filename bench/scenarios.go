@@ -38,6 +38,7 @@ const (
 
 	sPublish     = "publish"
 	sConfirm     = "publish-confirm"
+	sClientPub   = "publish-client" // leveret's Client.Publish, which is confirmed; the others as in sConfirm
 	sConsumeEach = "consume-ack-each"
 	sConsumeMult = "consume-ack-multi100"
 )
@@ -274,6 +275,8 @@ func (e *env) jobs() [][]job {
 			{gPublish, sPublish, cRaw, n, rawPublish}},
 		[]job{{gConfirm, sConfirm, cLeveret, n, leveretConfirmed}, {gConfirm, sConfirm, cAMQP, n, amqpConfirmed},
 			{gConfirm, sConfirm, cRaw, n, rawConfirmed}},
+		[]job{{gConfirm, sClientPub, cLeveret, n, leveretClientPublish}, {gConfirm, sClientPub, cAMQP, n, amqpConfirmed},
+			{gConfirm, sClientPub, cRaw, n, rawConfirmed}},
 		consumeJobs(sConsumeEach, 1, n),
 		consumeJobs(sConsumeMult, 100, n),
 	)

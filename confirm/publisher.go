@@ -180,7 +180,7 @@ func (p *Publisher) InFlight() int {
 func (p *Publisher) Window() int { return p.window }
 
 // Err is nil while the publisher's channel is open, then the reason it
-// ended (leveret.ErrClosed after Close).
+// ended (an error wrapping leveret.ErrClosed after Close).
 func (p *Publisher) Err() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()

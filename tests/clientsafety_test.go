@@ -101,6 +101,31 @@ func TestClientPublishNoSilentLoss(t *testing.T) {
 	}
 }
 
+// TestClientPublishResentBehindDeclare: a publish issued behind the
+// declare and bind of its exchange, all discarded because a publish to that
+// (then missing) exchange closed the channel, is re-sent behind them and
+// arrives; only the publish that was issued before the declare fails.
+func TestClientPublishResentBehindDeclare(t *testing.T) {
+	ctx := msgCtx(t)
+	c := msgDial(t, leveret.WithTopologyChannels(1))
+	q := msgQueue(t, c)
+	x := msgName(t, "late")
+	msgCleanup(t, nil, []string{x})
+	early := c.Publish(ctx, ops.Publish{Exchange: x, RoutingKey: "k", Message: ops.Message{Body: []byte("early")}})
+	declared := c.ExchangeDeclare(ops.ExchangeDeclare{Exchange: x, Kind: ops.Direct})
+	bound := c.QueueBind(ops.QueueBind{Queue: q, Exchange: x, RoutingKey: "k"})
+	late := c.Publish(ctx, ops.Publish{Exchange: x, RoutingKey: "k", Message: ops.Message{Body: []byte("late")}})
+
+	_, err := early.Wait(ctx)
+	require.ErrorIs(t, err, leveret.ErrNotFound, "issued before the declare")
+	msgOK(t, ctx, declared, "declare (re-issued)")
+	msgOK(t, ctx, bound, "bind (re-issued)")
+	msgOK(t, ctx, late, "publish behind the declare (re-sent behind it)")
+	d := msgGet(t, c, q, true)
+	assert.Equal(t, "late", string(d.Body))
+	assert.Equal(t, uint32(0), msgDepth(t, c, q))
+}
+
 // TestClientPublishIsolatesUnnamedFailure: a publish the broker refuses
 // with an error that names no exchange (406 for a user_id that is not the
 // connection's user) fails alone: the suspects are re-sent one at a time.
@@ -129,9 +154,9 @@ func TestClientPublishIsolatesUnnamedFailure(t *testing.T) {
 	t.Logf("40 publishes, 0 lost, %d duplicates", dups)
 }
 
-// TestClientPublishOutcomes: nack-free outcomes a caller can tell apart: a
-// returned mandatory publish fails with *ReturnedError (ErrNoRoute), a
-// routed one succeeds, and the return reaches no handler.
+// TestClientPublishOutcomes: outcomes a caller can tell apart: a returned
+// mandatory publish fails with *ReturnedError (ErrNoRoute) and reaches no
+// handler; a publish the queue refuses fails with ErrNacked.
 func TestClientPublishOutcomes(t *testing.T) {
 	ctx := msgCtx(t)
 	handled := make(chan ops.Return, 1)
@@ -147,6 +172,16 @@ func TestClientPublishOutcomes(t *testing.T) {
 	assert.Equal(t, "nowhere", re.Return.RoutingKey)
 	assert.NotErrorIs(t, err, leveret.ErrNacked)
 	assert.Empty(t, handled)
+
+	// A queue that refuses publishes when full nacks them.
+	full := msgName(t, "full")
+	msgCleanup(t, []string{full}, nil)
+	msgOK(t, ctx, c.QueueDeclare(ops.QueueDeclare{Queue: full, Args: ops.Table{"x-max-length": int32(1), "x-overflow": "reject-publish"}}), "declare")
+	msgOK(t, ctx, c.Publish(ctx, ops.Publish{RoutingKey: full, Message: ops.Message{Body: []byte("fits")}}), "first publish")
+	_, err = c.Publish(ctx, ops.Publish{RoutingKey: full, Message: ops.Message{Body: []byte("refused")}}).Wait(ctx)
+	require.ErrorIs(t, err, leveret.ErrNacked)
+	assert.NotErrorIs(t, err, leveret.ErrNotConfirmed)
+	msgOK(t, ctx, c.Publish(ctx, ops.Publish{RoutingKey: full, Message: ops.Message{Body: []byte("routed elsewhere")}, Exchange: x}), "the channel carries on")
 }
 
 // TestClientPublishCancelledContext: an operation whose ctx has ended
