@@ -153,8 +153,8 @@ func notFound(ctx context.Context, c *leveret.Client, out io.Writer, queue strin
 // stillWorking shows the connection survived both channel errors.
 func stillWorking(ctx context.Context, c *leveret.Client, out io.Writer, queue string) error {
 	fmt.Fprintln(out, "== 3. the client keeps working")
-	// Publish and Get through the default exchange go out in order on the
-	// client's channel for this queue, so the Get sees the message.
+	// A client-level Get goes out once the client-level publish routed to
+	// its queue has been confirmed, so the Get sees the message.
 	pub := c.Publish(ctx, ops.Publish{RoutingKey: queue, Message: ops.Message{Body: []byte("still here")}})
 	get := c.Get(ops.Get{Queue: queue, NoAck: true})
 	if err := leveret.WaitAll(ctx, pub, get); err != nil {
