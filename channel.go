@@ -157,7 +157,7 @@ func (ch *Channel) closed(err error) {
 		cs.end(err)
 	}
 	if ch.pubs != nil {
-		ch.c.pool.publishesEnded(ch.pubs, err)
+		ch.c.pool.publishesEnded(ch, err)
 	}
 }
 

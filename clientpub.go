@@ -69,6 +69,7 @@ type clientPub struct {
 	cost     int
 	prom     *Promise[struct{}]
 	ret      *ops.Return // basic.return received; the ack that follows settles it
+	sent     uint64      // place in its channel's send order (see mux.Channel.FailedAt)
 	reissued int
 }
 
@@ -126,9 +127,11 @@ func (t *pubTracker) send(ch *Channel, pub *clientPub) error {
 		}
 		pub.msg.Headers[tagHeader] = int64(tag)
 	}
-	if err := ch.mc.Publish(nil, &pub.m, &pub.msg, nil); err != nil {
+	sent, err := ch.mc.PublishNow(&pub.m, &pub.msg)
+	if err != nil {
 		return err
 	}
+	pub.sent = sent
 	if len(t.ents) == 0 {
 		t.first = tag
 	}
@@ -343,7 +346,10 @@ func (p *pool) sendPub(pub *clientPub) error {
 // that ended with err (on the reader). The broker discarded what it had not
 // processed, so each is re-sent, except: on a connection failure they fail
 // (in doubt); a returned one was processed and settles as returned; and
-// when a publish closed the channel, that publish fails with err. Re-sends
+// when a publish closed the channel, that publish fails with err. When a
+// topology operation closed it, mux says where it was in the send order
+// (FailedAt): a transient publish sent before it was routed and settles as
+// done, as below. Re-sends
 // go out after the topology operations discarded with them are re-issued
 // (see pubTracker.requests): a publish issued behind a declare of its
 // exchange is re-sent behind it too.
@@ -362,7 +368,8 @@ func (p *pool) sendPub(pub *clientPub) error {
 // names no exchange of theirs (406 for an invalid property, say), the
 // suspects are re-sent one at a time on a channel of their own, where each
 // failure names its publish.
-func (p *pool) publishesEnded(t *pubTracker, err error) {
+func (p *pool) publishesEnded(ch *Channel, err error) {
+	t := ch.pubs
 	pubs, requests := t.end()
 	if len(pubs) == 0 {
 		if t.isolated {
@@ -390,11 +397,14 @@ func (p *pool) publishesEnded(t *pubTracker, err error) {
 			culprit = firstUnreturned(pubs, func(pub *clientPub) bool { return pub.m.Exchange == exchange })
 		}
 	}
+	failedAt := ch.mc.FailedAt() // a topology operation's place, when one failed
 	var suspects, again []*clientPub
 	for i, pub := range pubs {
 		switch {
 		case pub.ret != nil:
 			pub.finish(&ReturnedError{Return: *pub.ret})
+		case !blamed && pub.sent != 0 && pub.sent < failedAt && pub.msg.DeliveryMode != ops.Persistent:
+			pub.finish(nil) // routed before the operation that failed
 		case blamed && culprit < 0:
 			suspects = append(suspects, pub)
 		case i == culprit, culprit >= 0 && i > culprit && named && !requests && pub.m.Exchange == exchange:

@@ -101,6 +101,36 @@ func TestClientPublishNoSilentLoss(t *testing.T) {
 	}
 }
 
+// TestClientPublishAroundFailedDeclare: a declare that fails on the
+// channel carrying unconfirmed publishes fails alone; the publishes ahead of
+// it were routed and those behind it were discarded, so each arrives once.
+func TestClientPublishAroundFailedDeclare(t *testing.T) {
+	ctx := msgCtx(t)
+	c := msgDial(t, leveret.WithTopologyChannels(1))
+	q := msgQueue(t, c)
+	d := msgName(t, "durable")
+	msgCleanup(t, []string{d}, nil)
+	msgOK(t, ctx, c.QueueDeclare(ops.QueueDeclare{Queue: d, Durable: true}), "declare durable")
+	want := map[string]bool{}
+	var pubs []*leveret.Promise[struct{}]
+	publish := func(prefix string, n int) {
+		for i := range n {
+			body := fmt.Sprintf("%s%d", prefix, i)
+			want[body] = true
+			pubs = append(pubs, c.Publish(ctx, ops.Publish{RoutingKey: q, Message: ops.Message{Body: []byte(body)}}))
+		}
+	}
+	publish("ahead", 200)
+	failed := c.QueueDeclare(ops.QueueDeclare{Queue: d}) // 406: inequivalent durable
+	publish("behind", 200)
+	_, err := failed.Wait(ctx)
+	require.ErrorIs(t, err, leveret.ErrPreconditionFailed)
+	for i, p := range pubs {
+		msgOK(t, ctx, p, fmt.Sprintf("publish %d", i))
+	}
+	assert.Zero(t, drainBodies(t, c, q, want), "duplicates")
+}
+
 // TestClientPublishResentBehindDeclare: a publish issued behind the
 // declare and bind of its exchange, all discarded because a publish to that
 // (then missing) exchange closed the channel, is re-sent behind them and

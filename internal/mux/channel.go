@@ -40,6 +40,8 @@ type Request struct {
 	Done func(reply proto.Method, msg *ops.Message, err error)
 	// Written, if set, is called once the frames reach the socket or cannot.
 	Written func(error)
+
+	seq uint64 // its place in the channel's send order, once sent
 }
 
 // Channel is one AMQP channel on a Conn.
@@ -54,6 +56,11 @@ type Channel struct {
 	barrier bool       // a barrier request is pending
 	closing bool       // channel.close sent by us
 	err     error      // why the channel ended; nil while open
+	// sent counts the requests and publishes queued on the channel, in wire
+	// order; failedAt is the count of the request the broker blamed when it
+	// closed the channel (0 if none): what was sent before it was processed.
+	sent     uint64
+	failedAt uint64
 
 	// Reader goroutine only.
 	asm       assembly           // content being assembled
@@ -170,19 +177,46 @@ func (ch *Channel) Publish(ctx context.Context, m *proto.BasicPublish, msg *ops.
 			return err
 		}
 	}
+	_, err := ch.publish(m, msg, written)
+	return err
+}
+
+// PublishNow sends basic.publish with its content like Publish with a nil
+// ctx and no write callback, and returns the publish's place in the
+// channel's send order (0 if it is held behind a barrier and has none yet),
+// to compare with FailedAt.
+func (ch *Channel) PublishNow(m *proto.BasicPublish, msg *ops.Message) (uint64, error) {
+	return ch.publish(m, msg, nil)
+}
+
+func (ch *Channel) publish(m *proto.BasicPublish, msg *ops.Message, written func(error)) (uint64, error) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if err := ch.usableLocked(); err != nil {
-		return err
+		return 0, err
 	}
 	if ch.barrier {
 		cp := *msg
 		cp.Body = append([]byte(nil), msg.Body...)
 		pm := *m
 		ch.held = append(ch.held, &Request{Method: &pm, Msg: &cp, Written: written})
-		return nil
+		return 0, nil
 	}
-	return ch.c.enqueuePublish(ch.ID, m, msg, written)
+	if err := ch.c.enqueuePublish(ch.ID, m, msg, written); err != nil {
+		return 0, err
+	}
+	ch.sent++
+	return ch.sent, nil
+}
+
+// FailedAt is, once the broker has closed the channel blaming a request, that
+// request's place in the send order: the broker processed everything sent
+// before it and discarded everything after. It is 0 while the channel is
+// open, and when the close named no pending request.
+func (ch *Channel) FailedAt() uint64 {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return ch.failedAt
 }
 
 // Ack is one basic.ack to queue.
@@ -264,6 +298,8 @@ func (ch *Channel) sendLocked(r *Request) error {
 	if err != nil {
 		return err
 	}
+	ch.sent++
+	r.seq = ch.sent
 	if r.Done != nil {
 		ch.pending = append(ch.pending, r)
 	}

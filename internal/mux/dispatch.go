@@ -25,6 +25,12 @@ func (ch *Channel) handleMethod(m proto.Method) error {
 		ch.mu.Lock()
 		ch.c.enqueueMethod(ch.ID, &proto.ChannelCloseOk{}, nil)
 		pending, held, ended := ch.endLocked(err)
+		for _, r := range pending { // the request finish will blame
+			if r != nil && r.Method.ID() == failed {
+				ch.failedAt = r.seq
+				break
+			}
+		}
 		ch.mu.Unlock()
 		ch.c.release(ch)
 		if ended {

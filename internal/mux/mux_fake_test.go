@@ -499,3 +499,44 @@ func TestFakeWriteToPeerThatStopsReading(t *testing.T) {
 		require.LessOrEqual(t, elapsed, 2*time.Second)
 	})
 }
+
+// TestFakeFailedAtOrdersPublishes: when the broker closes a channel
+// blaming a request, FailedAt is that request's place in the send order,
+// which publishes also take: those before it were processed, those after
+// were discarded.
+func TestFakeFailedAtOrdersPublishes(t *testing.T) {
+	c := newConn(t, fakeserver.Options{}, mux.Config{}, func(s *fakeserver.Conn) {
+		ch := s.ExpectOpen(t)
+		for declares := 0; declares < 2; { // publishes' content frames in between
+			f, err := s.ReadFrame()
+			require.NoError(t, err)
+			if f.Type != proto.FrameMethod {
+				continue
+			}
+			if m, err := proto.DecodeMethod(f.Payload); err == nil && m.ID() == proto.QueueDeclareID {
+				declares++
+			}
+		}
+		s.Send(ch, &proto.QueueDeclareOk{Queue: "a"})
+		s.Send(ch, &proto.ChannelClose{ReplyCode: 406, ReplyText: "PRECONDITION_FAILED", ClassID: proto.ClassQueue, MethodID: proto.QueueDeclareID.Method()})
+		s.Serve()
+	})
+	ch := openChannel(t, c)
+	msg := &ops.Message{Body: []byte("x")}
+	first, err := ch.PublishNow(&proto.BasicPublish{RoutingKey: "q"}, msg)
+	require.NoError(t, err)
+	a := call(t, ch, &mux.Request{Method: &proto.QueueDeclare{Queue: "a"}})
+	mid, err := ch.PublishNow(&proto.BasicPublish{RoutingKey: "q"}, msg)
+	require.NoError(t, err)
+	b := call(t, ch, &mux.Request{Method: &proto.QueueDeclare{Queue: "b"}})
+	last, err := ch.PublishNow(&proto.BasicPublish{RoutingKey: "q"}, msg)
+	require.NoError(t, err)
+	require.Less(t, first, mid)
+	require.Less(t, mid, last)
+	require.Equal(t, uint64(0), ch.FailedAt(), "open")
+	require.NoError(t, await(t, a).err)
+	require.Error(t, await(t, b).err)
+	at := ch.FailedAt()
+	require.Greater(t, at, mid, "the publish before the failed declare was processed")
+	require.Less(t, at, last, "the one after it was discarded")
+}
