@@ -101,6 +101,16 @@ func TestClientPublishNoSilentLoss(t *testing.T) {
 	}
 }
 
+// durableQueue declares a durable queue for a test to declare again with
+// other properties (406 PRECONDITION_FAILED) and deletes it at the end.
+func durableQueue(t *testing.T, c *leveret.Client) string {
+	t.Helper()
+	d := msgName(t, "durable")
+	msgCleanup(t, []string{d}, nil)
+	msgOK(t, msgCtx(t), c.QueueDeclare(ops.QueueDeclare{Queue: d, Durable: true}), "declare durable")
+	return d
+}
+
 // TestClientPublishAroundFailedDeclare: a declare that fails on the
 // channel carrying unconfirmed publishes fails alone; the publishes ahead of
 // it were routed and those behind it were discarded, so each arrives once.
@@ -108,9 +118,7 @@ func TestClientPublishAroundFailedDeclare(t *testing.T) {
 	ctx := msgCtx(t)
 	c := msgDial(t, leveret.WithTopologyChannels(1))
 	q := msgQueue(t, c)
-	d := msgName(t, "durable")
-	msgCleanup(t, []string{d}, nil)
-	msgOK(t, ctx, c.QueueDeclare(ops.QueueDeclare{Queue: d, Durable: true}), "declare durable")
+	d := durableQueue(t, c) // declaring it again as not durable fails with 406
 	want := map[string]bool{}
 	var pubs []*leveret.Promise[struct{}]
 	publish := func(prefix string, n int) {
@@ -240,9 +248,7 @@ func TestClientGetAckSurvivesUnrelatedFailure(t *testing.T) {
 	ctx := msgCtx(t)
 	c := msgDial(t, leveret.WithTopologyChannels(1))
 	q := msgQueue(t, c)
-	d := msgName(t, "durable")
-	msgCleanup(t, []string{d}, nil)
-	msgOK(t, ctx, c.QueueDeclare(ops.QueueDeclare{Queue: d, Durable: true}), "declare durable")
+	d := durableQueue(t, c) // declaring it again as not durable fails with 406
 	msgOK(t, ctx, c.Publish(ctx, ops.Publish{RoutingKey: q, Message: ops.Message{Body: []byte("x")}}), "publish")
 	g := msgOK(t, ctx, c.Get(ops.Get{Queue: q}), "get")
 	require.False(t, g.Empty())
