@@ -71,6 +71,9 @@ type clientPub struct {
 	ret      *ops.Return // basic.return received; the ack that follows settles it
 	sent     uint64      // place in its channel's send order (see mux.Channel.FailedAt)
 	reissued int
+	// ctx is the publish's context while it waits for an operation on
+	// another channel: if it ends first, the publish is not sent.
+	ctx context.Context
 }
 
 func newClientPub(o *ops.Publish, prom *Promise[struct{}]) *clientPub {
@@ -303,6 +306,9 @@ func (p *pool) publish(ctx context.Context, o *ops.Publish, prom *Promise[struct
 	pub.pool = p
 	p.mu.Lock()
 	ready := p.enlistLocked(&pub.op)
+	if !ready {
+		pub.ctx = ctx // checked when it is released
+	}
 	p.mu.Unlock()
 	if !ready {
 		return nil // sent by the operation it waits for, on the reader

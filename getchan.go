@@ -38,12 +38,15 @@ func (p *pool) get(o ops.Get, prom *Promise[GetResult], reissued int) {
 		}
 		err = g.ch.mc.Call(&mux.Request{Method: &proto.BasicGet{Queue: o.Queue, NoAck: o.NoAck},
 			Done: func(m proto.Method, msg *ops.Message, err error) {
-				p.getDone(g)
 				if err != nil && errors.Is(err, ErrNotExecuted) && !isConnectionError(err) && reissued < maxReissues {
+					p.getDone(g)
 					p.get(o, prom, reissued+1) // discarded behind another Get that failed
 					return
 				}
+				// The delivery is outstanding before the Get stops counting
+				// as pending, so the channel never looks idle in between.
 				reply(m, msg, g.ch, err)
+				p.getDone(g)
 			}})
 		if err == nil {
 			return

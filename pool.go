@@ -132,7 +132,15 @@ func (p *pool) send(op *pooledOp) {
 		return
 	}
 	if op.pub != nil {
-		if err := p.sendPub(op.pub); err != nil {
+		var err error
+		if ctx := op.pub.ctx; ctx != nil {
+			err = ctx.Err() // an operation whose ctx has ended is not sent
+			op.pub.ctx = nil
+		}
+		if err == nil {
+			err = p.sendPub(op.pub)
+		}
+		if err != nil {
 			op.pub.finish(err)
 		}
 		return
