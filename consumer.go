@@ -130,7 +130,17 @@ func (cs *Consumer) Shutdown(ctx context.Context) error {
 	}
 	err := cs.ch.waitSettled(ctx)
 	if cs.own {
-		if cerr := cs.ch.Close(ctx); err == nil {
+		// The close may already be under way (a cancelled consumer's channel
+		// closes once settled): wait for the channel's end either way.
+		cerr := cs.ch.Close(ctx)
+		if cerr == nil {
+			select {
+			case <-cs.ch.Done():
+			case <-ctx.Done():
+				cerr = ctx.Err()
+			}
+		}
+		if err == nil {
 			err = cerr
 		}
 	}

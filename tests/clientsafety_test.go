@@ -322,7 +322,11 @@ func TestConsumerShutdownKeepsAcks(t *testing.T) {
 	}
 	_, open := <-cs.Deliveries()
 	assert.False(t, open, "no delivery after the cancel")
-	<-cs.Channel().Done()
+	select {
+	case <-cs.Channel().Done():
+	default:
+		t.Fatal("Shutdown returned before the consumer's channel had closed")
+	}
 	assert.ErrorIs(t, cs.Channel().Err(), leveret.ErrClosed, "the consumer's channel closed")
 	// The 10 acked messages are gone; only the 5 late ones remain.
 	msgWaitDepth(t, c, q, 5)
