@@ -158,7 +158,7 @@ func handshake(nc net.Conn, fr *proto.FrameReader, u uri, cfg *config) (tuning, 
 	}
 	if tune.FrameMax != 0 && tune.FrameMax < proto.FrameMinSize {
 		// Below the spec's minimum nothing can be relied on to fit.
-		return t, &ConnectionError{Code: ReplyCode(proto.NotAllowed), Text: fmt.Sprintf(
+		return t, &ConnectionError{Code: ReplyCode(proto.FrameError), Text: fmt.Sprintf(
 			"broker proposed frame_max %d, below the protocol minimum %d", tune.FrameMax, proto.FrameMinSize)}
 	}
 	t.channelMax = uint16(negotiate(uint32(cfg.channelMax), uint32(tune.ChannelMax)))

@@ -96,8 +96,7 @@ func TestLimitFrameMaxBelowMinimum(t *testing.T) {
 	s := fakeserver.StartWith(t, fakeserver.Options{FrameMax: 100}, func(c *fakeserver.Conn) {})
 	base := libGoroutines()
 	_, err := leveret.Dial(waitCtx(t), s.URL())
-	var ce *leveret.ConnectionError
-	require.ErrorAs(t, err, &ce)
+	requireConnErr(t, err, leveret.ReplyCode(proto.FrameError))
 	assert.Contains(t, err.Error(), "frame_max 100")
 	assert.Contains(t, err.Error(), "4096")
 	requireNoneStarted(t, base)
