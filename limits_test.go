@@ -2,9 +2,12 @@ package leveret_test
 
 import (
 	"bytes"
+	"context"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -208,4 +211,80 @@ func TestLimitErrorsSayWhatClosed(t *testing.T) {
 	require.ErrorIs(t, err, leveret.ErrClosed)
 	assert.Equal(t, "amqp: connection closed by this client (Close)", err.Error())
 	assert.ErrorIs(t, client.Err(), leveret.ErrClosed)
+}
+
+// TestChainedPublishHonoursCtx: a Client.Publish that waits for an
+// operation on another of the client's channels (here, a delete of its
+// exchange, which all go to one channel) is not sent if its ctx ends before
+// that operation completes.
+func TestChainedPublishHonoursCtx(t *testing.T) {
+	leakCheck(t)
+	deletes := make(chan string, 1)
+	release := make(chan struct{})
+	published := make(chan string, 16)
+	s := fakeserver.StartWith(t, fakeserver.Options{AutoOpen: true}, func(c *fakeserver.Conn) {
+		count := map[uint16]uint64{}
+		for {
+			f, err := c.ReadFrame()
+			if err != nil {
+				return
+			}
+			if f.Type != proto.FrameMethod {
+				continue // content of a publish
+			}
+			m, err := proto.DecodeMethod(f.Payload)
+			if err != nil {
+				return
+			}
+			switch m := m.(type) {
+			case *proto.ChannelOpen:
+				c.Send(f.Channel, &proto.ChannelOpenOk{})
+			case *proto.ConfirmSelect:
+				c.Send(f.Channel, &proto.ConfirmSelectOk{})
+			case *proto.ExchangeDelete:
+				deletes <- m.Exchange
+				<-release
+				c.Send(f.Channel, &proto.ExchangeDeleteOk{})
+			case *proto.BasicPublish:
+				published <- m.Exchange
+				count[f.Channel]++
+				c.Send(f.Channel, &proto.BasicAck{DeliveryTag: count[f.Channel]})
+			case *proto.ConnectionClose:
+				c.Send(0, &proto.ConnectionCloseOk{})
+				return
+			}
+		}
+	})
+	client := dial(t, s, leveret.WithTopologyChannels(64))
+	for attempt := range 20 {
+		x := fmt.Sprintf("x%d", attempt)
+		deleted := client.ExchangeDelete(ops.ExchangeDelete{Exchange: x})
+		require.Equal(t, x, receive(t, deletes, "exchange.delete"))
+		ctx, cancel := context.WithCancel(context.Background())
+		pub := client.Publish(ctx, ops.Publish{Exchange: x, Message: ops.Message{Body: []byte("late")}})
+		select {
+		case got := <-published: // x hashed to the deletes' own channel: it went out at once
+			require.Equal(t, x, got)
+			cancel()
+			release <- struct{}{}
+			_, err := await(t, deleted)
+			require.NoError(t, err)
+			continue
+		case <-time.After(50 * time.Millisecond):
+		}
+		cancel()
+		release <- struct{}{}
+		_, err := await(t, deleted)
+		require.NoError(t, err)
+		_, err = await(t, pub)
+		require.ErrorIs(t, err, context.Canceled)
+		select {
+		case got := <-published:
+			t.Fatalf("the publish to %s was sent after its ctx ended", got)
+		case <-time.After(50 * time.Millisecond):
+		}
+		require.NoError(t, closeClient(t, client))
+		return
+	}
+	t.Fatal("every exchange hashed to the deletes' channel")
 }
