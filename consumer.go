@@ -25,10 +25,10 @@ var (
 
 // Consumer receives the deliveries of one basic.consume.
 //
-// Deliveries arrive on a buffered Go channel whose capacity is the
-// prefetch count (or the client's consumer buffer, if larger); with a
-// prefetch limit and manual acks the broker can never overfill it, so a
-// slow consumer only slows itself. When the broker sends more than fits
+// Deliveries arrive on a buffered Go channel. With a prefetch limit and
+// manual acks its capacity is the prefetch count, which the broker can
+// never overfill, so a slow consumer only slows itself; otherwise it is the
+// client's consumer buffer (WithConsumerBuffer). When the broker sends more than fits
 // (NoAck, or no prefetch limit), the rest wait in an unbounded queue of the
 // consumer's own and move into the channel as the reader makes room:
 // nothing is dropped (see WithConsumerOverflowLimit for a bound). The
@@ -303,7 +303,15 @@ func (ch *Channel) consumeInto(p *Promise[*Consumer], o ops.Consume, owner consu
 		p.resolve(nil, fmt.Errorf("amqp: consumer tag %q already in use on this channel", tag))
 		return
 	}
-	buffer := max(int(o.Prefetch), ch.prefetch, ch.c.cfg.consumerBuffer)
+	// With a prefetch limit and manual acks the broker sends at most that
+	// many unacknowledged deliveries: that is the buffer, and no slot more
+	// (1,000 consumers with prefetch 10 cost 10 slots each, not 1,024).
+	// Others get the client's consumer buffer; what does not fit waits in
+	// the overflow queue, so a small buffer never loses a delivery.
+	buffer := ch.c.cfg.consumerBuffer
+	if limit := max(int(o.Prefetch), ch.prefetch); limit > 0 && !o.NoAck {
+		buffer = limit
+	}
 	cs := &Consumer{ch: ch, tag: tag, noAck: o.NoAck, own: owner == ownChannel,
 		deliveries: make(chan *Delivery, buffer), done: make(chan struct{})}
 	ch.consumers[tag] = cs

@@ -142,8 +142,11 @@ func WithWriteBuffer(n int) Option {
 	return optionFunc(func(c *config) { c.writeLimit = n })
 }
 
-// WithConsumerBuffer sets the smallest delivery buffer of a consumer
-// (default 1024). A consumer's buffer is at least its prefetch count.
+// WithConsumerBuffer sets the delivery buffer of a consumer without a
+// prefetch limit, or with NoAck (default 1024); deliveries past it wait in
+// the consumer's overflow queue (see WithConsumerOverflowLimit). A consumer
+// with a prefetch limit and manual acks buffers exactly its prefetch count,
+// all the broker can send it before an ack.
 func WithConsumerBuffer(n int) Option {
 	return optionFunc(func(c *config) { c.consumerBuffer = n })
 }

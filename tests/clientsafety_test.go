@@ -375,3 +375,29 @@ func TestNoAckPausedReaderLosesNothing(t *testing.T) {
 	_, open := <-cs.Deliveries()
 	assert.False(t, open)
 }
+
+// TestConsumerBufferSizedByPrefetch: a consumer with a prefetch limit and
+// manual acks buffers exactly its prefetch count (all the broker can send
+// it); one without a limit, or NoAck, gets the client's consumer buffer.
+func TestConsumerBufferSizedByPrefetch(t *testing.T) {
+	ctx := msgCtx(t)
+	c := msgDial(t)
+	q := msgQueue(t, c)
+	for _, tc := range []struct {
+		o    ops.Consume
+		want int
+	}{
+		{ops.Consume{Queue: q, Prefetch: 10}, 10},
+		{ops.Consume{Queue: q, Prefetch: 5000}, 5000},
+		{ops.Consume{Queue: q}, 1024},
+		{ops.Consume{Queue: q, Prefetch: 10, NoAck: true}, 1024},
+	} {
+		cs := msgOK(t, ctx, c.Consume(tc.o), "consume")
+		assert.Equal(t, tc.want, cap(cs.Deliveries()), "%+v", tc.o)
+		msgOK(t, ctx, cs.Cancel(), "cancel")
+	}
+	ch := msgChannel(t, c)
+	msgOK(t, ctx, ch.Qos(ops.Qos{PrefetchCount: 7}), "qos")
+	cs := msgOK(t, ctx, ch.Consume(ops.Consume{Queue: q}), "consume after qos")
+	assert.Equal(t, 7, cap(cs.Deliveries()), "the channel's prefetch")
+}

@@ -113,7 +113,7 @@ func msgWaitBuffered(t *testing.T, cs *leveret.Consumer, n int) {
 // never read does not hold up the connection's other channels.
 func TestSlowConsumerDoesNotStallOthers(t *testing.T) {
 	ctx := msgCtx(t)
-	// Buffer = max(prefetch, consumer buffer) = 10: the broker fills it.
+	// Buffer = the prefetch, 10: the broker fills it.
 	c := msgDial(t, leveret.WithConsumerBuffer(1))
 	q1, q2 := msgQueue(t, c), msgQueue(t, c)
 	const n = 50
