@@ -36,9 +36,11 @@ var clientLabels = map[string]string{
 func drawChart(path string, r *report) error {
 	var declares, messaging []string
 	for _, s := range r.scenarios {
-		if strings.HasPrefix(s, "declare-") {
+		switch {
+		case strings.HasPrefix(s, "declare-"):
 			declares = append(declares, s)
-		} else {
+		case s == sConsumers: // a table of its own, not messages per second
+		default:
 			messaging = append(messaging, s)
 		}
 	}

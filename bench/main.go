@@ -38,6 +38,7 @@ type config struct {
 	quick      bool
 	declares   int
 	messages   int
+	consumers  int // consumers in the many-consumers scenario
 	window     int
 	prefetch   int
 	latencies  []int
@@ -59,10 +60,11 @@ func parseFlags() *config {
 	flag.BoolVar(&cfg.quick, "quick", false, "fast smoke run: 1 round, fewer declares and messages")
 	flag.IntVar(&cfg.declares, "declares", 1000, "queue declares per declare sample")
 	flag.IntVar(&cfg.messages, "messages", 200_000, "messages per publish/consume sample")
+	flag.IntVar(&cfg.consumers, "consumers", 1000, "consumers (a queue and a channel each) in the many-consumers scenario")
 	flag.IntVar(&cfg.window, "window", 1000, "outstanding unconfirmed publishes in the confirm scenario")
 	flag.IntVar(&cfg.prefetch, "prefetch", 1000, "consumer prefetch count")
 	flag.StringVar(&lat, "latency", "0,1,5", "added latency each way, in ms, for the declare scenario (0 = direct)")
-	flag.StringVar(&only, "only", "", "comma-separated scenario groups: declare,publish,confirm,consume")
+	flag.StringVar(&only, "only", "", "comma-separated scenario groups: declare,publish,confirm,consume,consumers")
 	flag.StringVar(&clients, "clients", "", "comma-separated clients: leveret,amqp091-go,amqp091-go-x16,ceiling,ceiling-handoff")
 	flag.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.StringVar(&cfg.outDir, "out", "results", "directory for results.md, raw.csv and chart.png")
@@ -80,6 +82,9 @@ func parseFlags() *config {
 		if !flagSet("messages") {
 			cfg.messages = 20_000
 		}
+		if !flagSet("consumers") {
+			cfg.consumers = 200
+		}
 	}
 	for _, s := range strings.Split(lat, ",") {
 		if s = strings.TrimSpace(s); s == "" {
@@ -92,8 +97,8 @@ func parseFlags() *config {
 		cfg.latencies = append(cfg.latencies, ms)
 	}
 	cfg.only, cfg.clients = set(only), set(clients)
-	if cfg.rounds < 1 || cfg.declares < 16 || cfg.messages < 100 || cfg.window < 1 || cfg.prefetch < 1 || cfg.prefetch > 65535 {
-		log.Fatal("need -rounds >= 1, -declares >= 16, -messages >= 100, -window >= 1, 1 <= -prefetch <= 65535")
+	if cfg.rounds < 1 || cfg.declares < 16 || cfg.messages < 100 || cfg.consumers < 1 || cfg.window < 1 || cfg.prefetch < 1 || cfg.prefetch > 65535 {
+		log.Fatal("need -rounds >= 1, -declares >= 16, -messages >= 100, -consumers >= 1, -window >= 1, 1 <= -prefetch <= 65535")
 	}
 	return cfg
 }

@@ -20,6 +20,8 @@ type stat struct {
 	cpu    float64 // process CPU µs per operation
 	sys    float64 // process read+write system calls per operation
 	broker float64 // broker CPU in cores during the section
+	heap   float64 // bytes left on the heap per operation (consumers scenario)
+	gor    float64 // goroutines left behind per operation (consumers scenario)
 	rounds int
 }
 
@@ -46,6 +48,7 @@ func median(xs []float64) float64 {
 
 func summarize(cfg *config, samples []sample) *report {
 	rates, cpus, sys, broker := map[key][]float64{}, map[key][]float64{}, map[key][]float64{}, map[key][]float64{}
+	heap, gor := map[key][]float64{}, map[key][]float64{}
 	r := &report{cfg: cfg, stats: map[key]stat{}}
 	for _, s := range samples {
 		k := key{s.scenario, s.client}
@@ -56,9 +59,12 @@ func summarize(cfg *config, samples []sample) *report {
 		cpus[k] = append(cpus[k], s.cpuPerOp())
 		sys[k] = append(sys[k], s.syscallsPerOp())
 		broker[k] = append(broker[k], s.brokerBusy())
+		heap[k] = append(heap[k], float64(s.heap)/float64(s.ops))
+		gor[k] = append(gor[k], float64(s.goroutines)/float64(s.ops))
 	}
 	for k := range rates {
-		r.stats[k] = stat{rate: median(rates[k]), cpu: median(cpus[k]), sys: median(sys[k]), broker: median(broker[k]), rounds: len(rates[k])}
+		r.stats[k] = stat{rate: median(rates[k]), cpu: median(cpus[k]), sys: median(sys[k]), broker: median(broker[k]),
+			heap: median(heap[k]), gor: median(gor[k]), rounds: len(rates[k])}
 	}
 	return r
 }
@@ -105,6 +111,7 @@ var scenarioTitles = map[string]string{
 	sClientPub:   "publish, client level (Client.Publish, confirmed), ≤%d outstanding",
 	sConsumeEach: "consume, prefetch %d, ack each",
 	sConsumeMult: "consume, prefetch %d, ack multiple /100",
+	sConsumers:   "%d consumers on one connection (a queue and a channel each, prefetch 10): start them",
 }
 
 func (r *report) title(s string) string {
@@ -118,6 +125,8 @@ func (r *report) title(s string) string {
 		t = fmt.Sprintf(t, r.cfg.window)
 	case sConsumeEach, sConsumeMult:
 		t = fmt.Sprintf(t, r.cfg.prefetch)
+	case sConsumers:
+		return fmt.Sprintf(t, r.cfg.consumers)
 	}
 	return fmt.Sprintf("%s (%d × %d B)", t, r.cfg.messages, bodySize)
 }
@@ -189,6 +198,7 @@ func (r *report) markdown() string {
 		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s | %s | %s / %s |\n", r.title(s), cell(o, ok2), cell(l, ok1), fmtRatio(r.cpuRatio(s)),
 			sysCell(o, ok2), sysCell(l, ok1), brokerCell(o, ok2), brokerCell(l, ok1))
 	}
+	r.consumersSection(&b)
 	r.ceilingSection(&b)
 	b.WriteString("\n### Targets\n\nBest possible: the same ratio for the ceiling client (for consume CPU, its handoff " +
 		"variant), i.e. the most any client could show on this broker in this run; — where the run had no ceiling client.\n\n" +
@@ -202,6 +212,26 @@ func (r *report) markdown() string {
 	}
 	fmt.Fprintf(&b, "\n### Machine\n\n%s\nRun took %.0f s.\n", r.machine.String(), r.elapsed.Seconds())
 	return b.String()
+}
+
+// consumersSection reports what many consumers cost: setup rate, and the
+// heap and goroutines each one keeps.
+func (r *report) consumersSection(b *strings.Builder) {
+	l, ok1 := r.get(sConsumers, cLeveret)
+	o, ok2 := r.get(sConsumers, cAMQP)
+	if !ok1 && !ok2 {
+		return
+	}
+	fmt.Fprintf(b, "\n### Many consumers\n\n%d queues with a consumer each (its own channel, prefetch 10, manual acks) on one "+
+		"connection. Heap and goroutines are what the consumers keep, after a GC, per consumer.\n\n"+
+		"| Client | started per second | heap per consumer, KB | goroutines per consumer |\n|---|--:|--:|--:|\n", r.cfg.consumers)
+	row := func(name string, st stat, ok bool) {
+		if ok {
+			fmt.Fprintf(b, "| %s | %.0f | %.1f | %.2f |\n", name, st.rate, st.heap/1024, st.gor)
+		}
+	}
+	row(cAMQP, o, ok2)
+	row(cLeveret, l, ok1)
 }
 
 // twoDecimals formats v with two decimals and no unit, "—" for 0 (missing).

@@ -35,12 +35,14 @@ const (
 	gPublish = "publish"
 	gConfirm = "confirm"
 	gConsume = "consume"
+	gMany    = "consumers"
 
 	sPublish     = "publish"
 	sConfirm     = "publish-confirm"
 	sClientPub   = "publish-client" // leveret's Client.Publish, which is confirmed; the others as in sConfirm
 	sConsumeEach = "consume-ack-each"
 	sConsumeMult = "consume-ack-multi100"
+	sConsumers   = "consumers" // e.cfg.consumers consumers on one connection: setup, memory, goroutines
 )
 
 func declareScenario(ms int) string { return fmt.Sprintf("declare-%dms", ms) }
@@ -157,6 +159,8 @@ type cost struct {
 	cpu          time.Duration // user+sys of the whole process
 	reads, write int64         // read and write system calls of the whole process
 	broker       time.Duration // user+sys of the local broker (beam.smp), 0 if not found
+	heap         int64         // heap the section left behind, after a GC (consumers scenario only)
+	goroutines   int           // goroutines the section left behind (consumers scenario only)
 }
 
 // measure runs f as the timed section: wall time, the process's CPU
@@ -279,6 +283,8 @@ func (e *env) jobs() [][]job {
 			{gConfirm, sClientPub, cRaw, n, rawConfirmed}},
 		consumeJobs(sConsumeEach, 1, n),
 		consumeJobs(sConsumeMult, 100, n),
+		[]job{{gMany, sConsumers, cLeveret, cfg.consumers, leveretConsumers},
+			{gMany, sConsumers, cAMQP, cfg.consumers, amqpConsumers}},
 	)
 	return groups
 }
