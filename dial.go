@@ -31,36 +31,23 @@ type tuning struct {
 }
 
 // Dial connects to the broker at url (amqp://user:pass@host:port/vhost or
-// amqps://...), authenticates and opens the virtual host. It blocks until
-// the connection is ready, ctx ends or the connection timeout passes. A
-// failed Dial leaves no goroutine behind. Errors never contain the password.
+// amqps://...; or, with url "", to the endpoints of WithFailover, tried in
+// order), authenticates and opens the virtual host. When every endpoint has
+// failed it waits the reconnect policy's delay and tries again (see
+// WithReconnect), until one connects, ctx ends, the policy gives up or a
+// failure is not worth retrying (bad credentials, say), whose error it then
+// returns. Each attempt is bounded by the connection timeout. A failed Dial
+// leaves no goroutine behind. Errors never contain the password.
 func Dial(ctx context.Context, url string, opts ...Option) (*Client, error) {
-	u, err := parseURI(url)
+	eps, policy, err := endpoints(url, opts)
 	if err != nil {
 		return nil, err
 	}
-	cfg := defaultConfig()
-	if u.HasHeartbeat {
-		cfg.heartbeat, cfg.heartbeatSet = u.Heartbeat, true
-	}
-	if u.ChannelMax != 0 {
-		cfg.channelMax = u.ChannelMax
-	}
-	if u.FrameMax != 0 {
-		cfg.frameMax = u.FrameMax
-	}
-	if u.ConnectionTimeout > 0 {
-		cfg.connectionTimeout = u.ConnectionTimeout
-	}
-	for _, o := range opts {
-		o.apply(&cfg)
-	}
-	if u.TLS && cfg.tls == nil {
-		cfg.tls = &tls.Config{MinVersion: tls.VersionTLS12}
-	}
-	if err := cfg.validate(); err != nil {
-		return nil, err
-	}
+	return dialRounds(ctx, eps, policy)
+}
+
+// dialEndpoint makes one connection attempt to u.
+func dialEndpoint(ctx context.Context, u uri, cfg config) (*Client, error) {
 	if cfg.connectionTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.connectionTimeout)

@@ -79,7 +79,11 @@
 // heartbeat (seconds; 0 disables), channel_max, frame_max (bytes, at least
 // 4096) and connection_timeout (milliseconds), for example
 // amqp://localhost/%2f?heartbeat=5&connection_timeout=2000. Options given to
-// Dial override the query. Errors never contain the password.
+// Dial override the query. Errors never contain the password. With
+// WithFailover, Dial takes several URLs (and url "") and tries them in
+// order; when all fail it waits the reconnect policy's delay and tries
+// again until its ctx ends (WithReconnect). A connection that drops later
+// is not recovered yet: it ends the Client.
 //
 // # A pitfall: defer and promises
 //

@@ -34,6 +34,9 @@ type config struct {
 	unconfirmedLimit  int
 	overflowLimit     int // deliveries a consumer may hold past its buffer; -1: no limit
 	maxMessageSize    uint64
+	reconnect         ReconnectPolicy
+	reconnectSet      bool // WithReconnect was given (nil turns retrying off)
+	failover          []string
 	onReturn          func(ops.Return)
 }
 

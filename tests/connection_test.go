@@ -3,7 +3,9 @@ package tests
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
+	"net/url"
 	"os"
 	"runtime"
 	"sync"
@@ -116,10 +118,84 @@ func TestDialFailures(t *testing.T) {
 
 	t.Run("black hole with connection timeout", func(t *testing.T) {
 		url := "amqp://guest:" + password + "@" + blackHole(t) + "/%2f"
-		err := dialFails(t, url, opTimeout, 2*time.Second, leveret.WithConnectionTimeout(time.Second))
+		err := dialFails(t, url, opTimeout, 2*time.Second, leveret.WithConnectionTimeout(time.Second), leveret.WithReconnect(nil))
 		assert.True(t, errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded),
 			"want a deadline error, got %v", err)
 	})
+
+	t.Run("missing vhost is not retried", func(t *testing.T) {
+		u, err := url.Parse(amqpURL())
+		require.NoError(t, err)
+		u.Path, u.RawPath = "/leveret-no-such-vhost", ""
+		err = dialFails(t, u.String(), opTimeout, 5*time.Second)
+		var ce *leveret.ConnectionError
+		require.ErrorAs(t, err, &ce)
+		assert.Equal(t, leveret.ReplyCode(530), ce.Code, "%v", err)
+	})
+
+	t.Run("nothing listening, the policy gives up", func(t *testing.T) {
+		url := "amqp://guest:" + password + "@" + freeAddr(t) + "/%2f"
+		err := dialFails(t, url, opTimeout, 5*time.Second,
+			leveret.WithReconnect(&leveret.Backoff{Initial: 10 * time.Millisecond, MaxAttempts: 3}))
+		assert.ErrorIs(t, err, syscall.ECONNREFUSED)
+		assert.Contains(t, err.Error(), "gave up")
+	})
+
+	t.Run("a URL and WithFailover together", func(t *testing.T) {
+		err := dialFails(t, amqpURL(), opTimeout, time.Second, leveret.WithFailover(amqpURL()))
+		assert.Contains(t, err.Error(), "both a URL and WithFailover")
+	})
+}
+
+// TestDialFailover: the endpoints are tried in order; with the first two
+// dead (nothing listening, then a black hole bounded by the connection
+// timeout), Dial reaches the third, the live broker.
+func TestDialFailover(t *testing.T) {
+	dead := "amqp://guest:guest@" + freeAddr(t) + "/%2f"
+	hole := "amqp://guest:guest@" + blackHole(t) + "/%2f"
+	start := time.Now()
+	c, err := leveret.Dial(testContext(t), "", leveret.WithFailover(dead, hole, amqpURL()),
+		leveret.WithConnectionTimeout(500*time.Millisecond))
+	require.NoError(t, err)
+	t.Logf("connected to the third endpoint after %v", time.Since(start))
+	defer c.Close(testContext(t))
+	_, err = c.QueueDeclare(ops.QueueDeclare{Exclusive: true}).Wait(testContext(t))
+	require.NoError(t, err)
+}
+
+// TestDialRetriesUntilTheBrokerAnswers: a broker that starts listening
+// while Dial retries is reached without the caller retrying.
+func TestDialRetriesUntilTheBrokerAnswers(t *testing.T) {
+	addr := freeAddr(t)
+	proxyUp := make(chan struct{})
+	go func() { // owner: this test; exits after relaying one connection.
+		defer close(proxyUp)
+		time.Sleep(300 * time.Millisecond) // Dial's first attempts are refused
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return
+		}
+		defer l.Close()
+		in, err := l.Accept()
+		if err != nil {
+			return
+		}
+		u, _ := url.Parse(amqpURL())
+		out, err := net.Dial("tcp", u.Host)
+		if err != nil {
+			in.Close()
+			return
+		}
+		go func() { io.Copy(out, in); out.Close() }() // owner: this relay; exits when in closes.
+		io.Copy(in, out)
+		in.Close()
+	}()
+	c, err := leveret.Dial(testContext(t), "amqp://guest:guest@"+addr+"/%2f")
+	require.NoError(t, err)
+	_, err = c.QueueDeclare(ops.QueueDeclare{Exclusive: true}).Wait(testContext(t))
+	require.NoError(t, err)
+	require.NoError(t, c.Close(testContext(t)))
+	<-proxyUp
 }
 
 // Close joins every goroutine, is idempotent, and everything after it

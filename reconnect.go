@@ -1,0 +1,219 @@
+package leveret
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"time"
+
+	"github.com/leveret-mq/leveret/internal/proto"
+)
+
+// ReconnectPolicy decides how long to wait before the next round of
+// connection attempts (every endpoint tried once, in order) and when to
+// give up. Dial uses it when every endpoint has failed; Reset is called once
+// a connection is made. A policy belongs to one Client and is called from
+// one goroutine at a time.
+//
+// Today Dial's first connection uses it; recovering a connection that drops
+// later is not built yet: a dropped connection still ends the Client.
+type ReconnectPolicy interface {
+	// Next returns the delay before the next round, or false to give up.
+	Next() (delay time.Duration, ok bool)
+	// Reset starts the policy over, after a successful connection.
+	Reset()
+}
+
+// Backoff is an exponential ReconnectPolicy with jitter: the n-th delay is
+// drawn uniformly from [d/2, d] where d = Initial·2ⁿ, capped at Max. The
+// default policy is Backoff{Initial: 100 ms, Max: 10 s} with no attempt limit.
+type Backoff struct {
+	Initial     time.Duration // first delay; 0 means 100 ms
+	Max         time.Duration // largest delay; 0 means 10 s
+	MaxAttempts int           // rounds after which Next gives up; 0: never
+
+	attempt int
+}
+
+// Next implements ReconnectPolicy.
+func (b *Backoff) Next() (time.Duration, bool) {
+	if b.MaxAttempts > 0 && b.attempt >= b.MaxAttempts {
+		return 0, false
+	}
+	initial, ceiling := b.Initial, b.Max
+	if initial <= 0 {
+		initial = 100 * time.Millisecond
+	}
+	if ceiling <= 0 {
+		ceiling = 10 * time.Second
+	}
+	d := initial
+	for i := 0; i < b.attempt && d < ceiling; i++ {
+		d *= 2
+	}
+	d = min(d, ceiling)
+	b.attempt++
+	return d/2 + rand.N(d/2+1), true
+}
+
+// Reset implements ReconnectPolicy.
+func (b *Backoff) Reset() { b.attempt = 0 }
+
+// WithReconnect replaces the reconnect policy (default: Backoff with 100 ms
+// doubling to 10 s, no attempt limit); nil turns retrying off, so that Dial
+// tries each endpoint once. Failures not worth retrying end Dial at once:
+// 403 ACCESS_REFUSED and 530 NOT_ALLOWED (a missing vhost) from the
+// handshake, a TLS certificate the client cannot verify or that the server
+// refused, and a peer that breaks the protocol or does not speak AMQP 0-9-1.
+// The policy must not be shared between clients.
+func WithReconnect(p ReconnectPolicy) Option {
+	return optionFunc(func(c *config) { c.reconnect, c.reconnectSet = p, true })
+}
+
+// WithFailover gives the endpoints to connect to, tried in order, in place
+// of Dial's url (pass ""): on the first connection each is tried once per
+// round, and after a failed round the reconnect policy's delay comes before
+// the next. Each URL carries its own credentials, vhost and query
+// parameters; options apply to all of them.
+func WithFailover(urls ...string) Option {
+	return optionFunc(func(c *config) { c.failover = append([]string(nil), urls...) })
+}
+
+// endpoint is one broker address with the configuration for dialing it.
+type endpoint struct {
+	u   uri
+	cfg config
+}
+
+// endpoints parses url or the WithFailover list and builds each
+// endpoint's configuration: defaults, then the URL's query, then opts.
+func endpoints(url string, opts []Option) ([]endpoint, ReconnectPolicy, error) {
+	var probe config
+	for _, o := range opts {
+		o.apply(&probe)
+	}
+	urls := probe.failover
+	switch {
+	case url != "" && len(urls) > 0:
+		return nil, nil, errors.New("amqp: Dial got both a URL and WithFailover; give the endpoints one way")
+	case len(urls) == 0:
+		urls = []string{url}
+	}
+	eps := make([]endpoint, 0, len(urls))
+	for _, s := range urls {
+		u, err := parseURI(s)
+		if err != nil {
+			return nil, nil, err
+		}
+		cfg := endpointConfig(u, opts)
+		if err := cfg.validate(); err != nil {
+			return nil, nil, err
+		}
+		eps = append(eps, endpoint{u, cfg})
+	}
+	policy := probe.reconnect
+	if !probe.reconnectSet {
+		policy = &Backoff{}
+	}
+	return eps, policy, nil
+}
+
+func endpointConfig(u uri, opts []Option) config {
+	cfg := defaultConfig()
+	if u.HasHeartbeat {
+		cfg.heartbeat, cfg.heartbeatSet = u.Heartbeat, true
+	}
+	if u.ChannelMax != 0 {
+		cfg.channelMax = u.ChannelMax
+	}
+	if u.FrameMax != 0 {
+		cfg.frameMax = u.FrameMax
+	}
+	if u.ConnectionTimeout > 0 {
+		cfg.connectionTimeout = u.ConnectionTimeout
+	}
+	for _, o := range opts {
+		o.apply(&cfg)
+	}
+	if u.TLS && cfg.tls == nil {
+		cfg.tls = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	return cfg
+}
+
+// dialRounds tries the endpoints in order, round after round with the
+// policy's delays in between, until one connects, ctx ends, the policy
+// gives up or a failure is not worth retrying.
+func dialRounds(ctx context.Context, eps []endpoint, policy ReconnectPolicy) (*Client, error) {
+	for {
+		var round []error
+		for _, ep := range eps {
+			c, err := dialEndpoint(ctx, ep.u, ep.cfg)
+			if err == nil {
+				if policy != nil {
+					policy.Reset()
+				}
+				return c, nil
+			}
+			if ctxOver(ctx) || !worthRetrying(err) {
+				return nil, err
+			}
+			round = append(round, err)
+		}
+		last := errors.Join(round...)
+		if policy == nil {
+			return nil, last
+		}
+		delay, ok := policy.Next()
+		if !ok {
+			return nil, fmt.Errorf("amqp: dial: the reconnect policy gave up: %w", last)
+		}
+		t := time.NewTimer(delay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return nil, fmt.Errorf("amqp: dial: %w while waiting to retry; last attempts: %w", context.Cause(ctx), last)
+		}
+	}
+}
+
+// ctxOver reports that ctx has ended or its deadline has passed (a
+// socket deadline set from it can fire a moment before its own timer).
+func ctxOver(ctx context.Context) bool {
+	if ctx.Err() != nil {
+		return true
+	}
+	dl, ok := ctx.Deadline()
+	return ok && !time.Now().Before(dl)
+}
+
+// worthRetrying reports whether a failed connection attempt may succeed if
+// tried again: not when the broker refused the credentials or the vhost,
+// a certificate failed, or the peer broke or does not speak the protocol.
+func worthRetrying(err error) bool {
+	var ce *ConnectionError
+	if errors.As(err, &ce) {
+		switch ce.Code {
+		case 403, 530, 501, 502, 503, 505:
+			return false
+		}
+	}
+	var unknownCA x509.UnknownAuthorityError
+	var hostname x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	var verify *tls.CertificateVerificationError
+	var op *net.OpError
+	switch {
+	case errors.Is(err, proto.ErrMalformed),
+		errors.As(err, &unknownCA), errors.As(err, &hostname), errors.As(err, &invalid), errors.As(err, &verify):
+		return false
+	case errors.As(err, &op) && op.Op == "remote error": // a TLS alert: the server refused us
+		return false
+	}
+	return true
+}
