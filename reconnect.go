@@ -164,7 +164,10 @@ func dialRounds(ctx context.Context, eps []endpoint, policy ReconnectPolicy) (*C
 			}
 			round = append(round, err)
 		}
-		last := errors.Join(round...)
+		last := round[0] // one endpoint: its error as it is
+		if len(round) > 1 {
+			last = errors.Join(round...)
+		}
 		if policy == nil {
 			return nil, last
 		}
