@@ -50,7 +50,14 @@ func newClient(nc net.Conn, fr *proto.FrameReader, t tuning, cfg config) *Client
 	return c
 }
 
-func (c *Client) onBlocked(blocked bool, _ string) { c.blocked.Store(blocked) }
+// onBlocked runs on the reader: it records the state and hands the
+// user's handler to the dispatcher.
+func (c *Client) onBlocked(blocked bool, reason string) {
+	c.blocked.Store(blocked)
+	if fn := c.cfg.onBlocked; fn != nil {
+		c.dispatch.post(func() { fn(blocked, reason) })
+	}
+}
 
 // Blocked reports whether the broker has blocked publishing on this
 // connection (connection.blocked, e.g. under a memory alarm). Publishes wait

@@ -9,8 +9,6 @@ import (
 	"net"
 	"os"
 	"runtime"
-	"slices"
-	"strings"
 	"syscall"
 	"time"
 
@@ -84,8 +82,12 @@ func dialEndpoint(ctx context.Context, u uri, cfg config) (*Client, error) {
 }
 
 func connect(ctx context.Context, u uri, cfg *config) (net.Conn, error) {
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", u.Addr())
+	dial := cfg.dialer
+	if dial == nil {
+		var d net.Dialer
+		dial = d.DialContext
+	}
+	nc, err := dial(ctx, "tcp", u.Addr())
 	if err != nil {
 		return nil, fmt.Errorf("amqp: dial %s: %w", u, err)
 	}
@@ -119,14 +121,11 @@ func handshake(nc net.Conn, fr *proto.FrameReader, u uri, cfg *config) (tuning, 
 		return t, fmt.Errorf("amqp: dial %s: expected connection.start, got %v", u, m.ID())
 	}
 	t.server = start.ServerProperties
-	mech, response := "PLAIN", "\x00"+u.Username+"\x00"+u.Password
-	if cfg.external {
-		mech, response = "EXTERNAL", ""
+	mech, response, err := chooseMechanism(cfg, start.Mechanisms, u.Username, u.Password)
+	if err != nil {
+		return t, fmt.Errorf("amqp: dial %s: %w", u, err)
 	}
-	if !slices.Contains(strings.Fields(start.Mechanisms), mech) {
-		return t, fmt.Errorf("amqp: dial %s: broker does not offer SASL %s (it offers %q)", u, mech, start.Mechanisms)
-	}
-	startOk := &proto.ConnectionStartOk{ClientProperties: clientProperties(cfg), Mechanism: mech, Response: response, Locale: "en_US"}
+	startOk := &proto.ConnectionStartOk{ClientProperties: clientProperties(cfg), Mechanism: mech, Response: response, Locale: cfg.locale}
 	if err := writeMethod(nc, startOk); err != nil {
 		return t, fmt.Errorf("amqp: dial %s: %w", u, err)
 	}
@@ -250,6 +249,11 @@ func clientProperties(cfg *config) ops.Table {
 			"exchange_exchange_bindings":   true,
 			"per_consumer_qos":             true,
 		},
+	}
+	for k, v := range cfg.properties {
+		if k != "capabilities" { // leveret's own: the protocol features it relies on
+			t[k] = v
+		}
 	}
 	if cfg.connectionName != "" {
 		t["connection_name"] = cfg.connectionName

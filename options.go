@@ -1,9 +1,11 @@
 package leveret
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
 	"log/slog"
+	"net"
 	"time"
 
 	"github.com/leveret-mq/leveret/internal/mux"
@@ -37,6 +39,11 @@ type config struct {
 	reconnect         ReconnectPolicy
 	reconnectSet      bool // WithReconnect was given (nil turns retrying off)
 	failover          []string
+	mechanisms        []string // nil: the default (see allowedMechanisms)
+	locale            string
+	dialer            func(ctx context.Context, network, addr string) (net.Conn, error)
+	properties        ops.Table
+	onBlocked         func(blocked bool, reason string)
 	onReturn          func(ops.Return)
 }
 
@@ -52,6 +59,7 @@ func defaultConfig() config {
 		unconfirmedLimit:  64 << 20,
 		overflowLimit:     -1,
 		maxMessageSize:    mux.DefaultMaxMessageSize,
+		locale:            "en_US",
 	}
 }
 
@@ -78,10 +86,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("amqp: consumer buffer %d below 1", c.consumerBuffer)
 	case c.connectionTimeout < 0:
 		return fmt.Errorf("amqp: connection timeout %v is negative", c.connectionTimeout)
-	case c.external && c.tls == nil:
-		return fmt.Errorf("amqp: EXTERNAL authentication needs TLS (use an amqps URL or WithTLS)")
 	}
-	return nil
+	return c.validateMechanisms()
 }
 
 // WithConnectionName names the connection; the name shows in the broker's
@@ -119,9 +125,39 @@ func WithTLS(cfg *tls.Config) Option {
 }
 
 // WithExternalAuth authenticates with SASL EXTERNAL (the TLS client
-// certificate) instead of PLAIN.
+// certificate) instead of PLAIN: WithMechanisms("EXTERNAL").
 func WithExternalAuth() Option {
 	return optionFunc(func(c *config) { c.external = true })
+}
+
+// WithDialer makes the TCP (or other stream) connection with dial instead
+// of a net.Dialer: for dialer settings, a proxy, or a Unix socket in tests.
+// TLS, when configured, runs over the connection it returns. dial must
+// honour ctx, which carries the connection timeout.
+func WithDialer(dial func(ctx context.Context, network, addr string) (net.Conn, error)) Option {
+	return optionFunc(func(c *config) { c.dialer = dial })
+}
+
+// WithClientProperties adds entries to the client properties sent in
+// connection.start-ok (shown by the broker's management UI and
+// `rabbitmqctl list_connections client_properties`). They override
+// leveret's product, version, platform and information entries, not its
+// capabilities; WithConnectionName sets connection_name.
+func WithClientProperties(t ops.Table) Option {
+	return optionFunc(func(c *config) { c.properties = t })
+}
+
+// WithBlockedHandler sets a handler for connection.blocked (blocked true,
+// with the broker's reason, e.g. "low on memory") and connection.unblocked
+// (false, ""). It runs on the client's dispatcher goroutine, in the order the
+// broker sent them; Client.Blocked reports the current state without it.
+func WithBlockedHandler(fn func(blocked bool, reason string)) Option {
+	return optionFunc(func(c *config) { c.onBlocked = fn })
+}
+
+// WithLocale sets the locale sent in connection.start-ok (default en_US).
+func WithLocale(locale string) Option {
+	return optionFunc(func(c *config) { c.locale = locale })
 }
 
 // WithLogger sends the client's diagnostic logs to l (default: discarded).

@@ -67,8 +67,9 @@ func (b *Backoff) Reset() { b.attempt = 0 }
 // doubling to 10 s, no attempt limit); nil turns retrying off, so that Dial
 // tries each endpoint once. Failures not worth retrying end Dial at once:
 // 403 ACCESS_REFUSED and 530 NOT_ALLOWED (a missing vhost) from the
-// handshake, a TLS certificate the client cannot verify or that the server
-// refused, and a peer that breaks the protocol or does not speak AMQP 0-9-1.
+// handshake, no SASL mechanism both sides allow, a TLS certificate the
+// client cannot verify or that the server refused, and a peer that breaks
+// the protocol or does not speak AMQP 0-9-1.
 // The policy must not be shared between clients.
 func WithReconnect(p ReconnectPolicy) Option {
 	return optionFunc(func(c *config) { c.reconnect, c.reconnectSet = p, true })
@@ -212,7 +213,7 @@ func worthRetrying(err error) bool {
 	var verify *tls.CertificateVerificationError
 	var op *net.OpError
 	switch {
-	case errors.Is(err, proto.ErrMalformed),
+	case errors.Is(err, proto.ErrMalformed), errors.Is(err, errNoMechanism),
 		errors.As(err, &unknownCA), errors.As(err, &hostname), errors.As(err, &invalid), errors.As(err, &verify):
 		return false
 	case errors.As(err, &op) && op.Op == "remote error": // a TLS alert: the server refused us

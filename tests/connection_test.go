@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"os"
 	"runtime"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -363,4 +364,28 @@ func TestBrokerClosesConnection(t *testing.T) {
 	require.ErrorIs(t, c.Err(), leveret.ErrConnectionForced, "Close keeps the reason the connection ended")
 	requireGoroutinesBack(t, base, "the broker's close and Close")
 	goleak.VerifyNone(t, ignore)
+}
+
+// TestMechanismsAgainstBroker: PLAIN and AMQPLAIN each authenticate with
+// RabbitMQ, which reports the mechanism the connection used. (EXTERNAL
+// needs the TLS listener, which the test broker does not run yet; the
+// fake-server TestMechanismChoice covers the choice and the errors.)
+func TestMechanismsAgainstBroker(t *testing.T) {
+	for _, mech := range []string{"PLAIN", "AMQPLAIN"} {
+		t.Run(mech, func(t *testing.T) {
+			name := uniqueName(t, "conn")
+			c := dial(t, leveret.WithMechanisms(mech), leveret.WithConnectionName(name))
+			conn, ok := findConnection(t, name)
+			require.True(t, ok, "connection %s not listed", name)
+			var got string
+			for _, line := range strings.Split(ctl(t, "list_connections", "--no-table-headers", "name", "auth_mechanism"), "\n") {
+				if cname, m, ok := strings.Cut(line, "\t"); ok && cname == conn.Name {
+					got = strings.TrimSpace(m)
+				}
+			}
+			assert.Equal(t, mech, got)
+			_, err := c.QueueDeclare(ops.QueueDeclare{Exclusive: true}).Wait(testContext(t))
+			require.NoError(t, err)
+		})
+	}
 }

@@ -46,6 +46,9 @@ type Options struct {
 	// and confirm.select with confirm.select-ok (the client's pooled
 	// channels send it right after opening), instead of returning them.
 	AutoOpen bool
+	// Mechanisms is the SASL mechanism list connection.start offers;
+	// default "PLAIN".
+	Mechanisms string
 	// ReadTimeout bounds each ReadMethod, ReadFrame and handshake step, so
 	// a script waiting for something the client never sends fails rather
 	// than hangs; it also bounds writes. Default 10 s.
@@ -58,6 +61,9 @@ func (o *Options) setDefaults() {
 	}
 	if o.ChannelMax == 0 {
 		o.ChannelMax = 2047
+	}
+	if o.Mechanisms == "" {
+		o.Mechanisms = "PLAIN"
 	}
 	if o.ReadTimeout <= 0 {
 		o.ReadTimeout = 10 * time.Second
@@ -219,7 +225,7 @@ func (c *Conn) handshake() error {
 		VersionMajor:     0,
 		VersionMinor:     9,
 		ServerProperties: ServerProperties(),
-		Mechanisms:       "PLAIN",
+		Mechanisms:       o.Mechanisms,
 		Locales:          "en_US",
 	}
 	if err := c.Send(0, start); err != nil {
