@@ -169,3 +169,19 @@ func (c *Client) QueuePurge(o ops.QueuePurge) *Promise[ops.QueuePurgeOk] {
 func (c *Client) QueueDelete(o ops.QueueDelete) *Promise[ops.QueueDeleteOk] {
 	return issue(c.pool, queueKeys(o.Queue, ""), queueDelete(o), queueDeleteOk)
 }
+
+// UpdateSecret gives the broker a new secret for this connection's user
+// (connection.update-secret, RabbitMQ 3.8+), as used with expiring OAuth 2
+// tokens, and blocks until the broker accepts it or ctx ends. The broker
+// re-checks the user with the new secret; if it refuses it, it closes the
+// connection (the error then is the *ConnectionError). reason is shown in
+// the broker's log. The secret never appears in errors or logs. With
+// RabbitMQ's internal user database, see DESIGN.md for what it does.
+func (c *Client) UpdateSecret(ctx context.Context, secret, reason string) error {
+	p := newPromise[struct{}]()
+	if err := c.conn.UpdateSecret(secret, reason, func(err error) { p.resolve(struct{}{}, err) }); err != nil {
+		return err
+	}
+	_, err := p.Wait(ctx)
+	return err
+}

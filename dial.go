@@ -63,7 +63,7 @@ func dialEndpoint(ctx context.Context, u uri, cfg config) (*Client, error) {
 		nc.SetDeadline(dl)
 	}
 	fr := proto.NewFrameReader(nc)
-	t, err := handshake(nc, fr, u, &cfg)
+	t, err := handshake(ctx, nc, fr, u, &cfg)
 	// The socket deadline can fire a moment before ctx's own timer does;
 	// either way the caller should see the context's error.
 	if !stop() || errors.Is(err, os.ErrDeadlineExceeded) {
@@ -107,7 +107,7 @@ func connect(ctx context.Context, u uri, cfg *config) (net.Conn, error) {
 }
 
 // handshake runs connection.start to connection.open-ok.
-func handshake(nc net.Conn, fr *proto.FrameReader, u uri, cfg *config) (tuning, error) {
+func handshake(ctx context.Context, nc net.Conn, fr *proto.FrameReader, u uri, cfg *config) (tuning, error) {
 	var t tuning
 	if _, err := nc.Write(proto.ProtocolHeader); err != nil {
 		return t, fmt.Errorf("amqp: dial %s: %w", u, writeFailure(nc, err))
@@ -121,7 +121,13 @@ func handshake(nc net.Conn, fr *proto.FrameReader, u uri, cfg *config) (tuning, 
 		return t, fmt.Errorf("amqp: dial %s: expected connection.start, got %v", u, m.ID())
 	}
 	t.server = start.ServerProperties
-	mech, response, err := chooseMechanism(cfg, start.Mechanisms, u.Username, u.Password)
+	user, password := u.Username, u.Password
+	if cfg.credentials != nil {
+		if user, password, err = cfg.credentials(ctx); err != nil {
+			return t, fmt.Errorf("amqp: dial %s: credentials: %w", u, err)
+		}
+	}
+	mech, response, err := chooseMechanism(cfg, start.Mechanisms, user, password)
 	if err != nil {
 		return t, fmt.Errorf("amqp: dial %s: %w", u, err)
 	}

@@ -2,6 +2,8 @@ package leveret_test
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net"
 	"testing"
 
@@ -112,4 +114,51 @@ func TestBlockedHandler(t *testing.T) {
 	assert.Equal(t, event{true, "low on memory"}, receive(t, events, "blocked"))
 	assert.Equal(t, event{false, ""}, receive(t, events, "unblocked"))
 	assert.False(t, c.Blocked())
+}
+
+// TestUpdateSecret: connection.update-secret carries the secret and the
+// reason and completes on update-secret-ok; one pending when the connection
+// ends fails with the connection's error.
+func TestUpdateSecret(t *testing.T) {
+	leakCheck(t)
+	got := make(chan *proto.ConnectionUpdateSecret, 2)
+	s := fakeserver.Start(t, func(c *fakeserver.Conn) {
+		_, m := c.Expect(t, proto.ConnectionUpdateSecretID)
+		got <- m.(*proto.ConnectionUpdateSecret)
+		c.Send(0, &proto.ConnectionUpdateSecretOk{})
+		_, m = c.Expect(t, proto.ConnectionUpdateSecretID)
+		got <- m.(*proto.ConnectionUpdateSecret)
+		c.Close() // the broker goes away instead of answering
+	})
+	client := dial(t, s)
+	require.NoError(t, client.UpdateSecret(waitCtx(t), "token-1", "refresh"))
+	m := receive(t, got, "update-secret")
+	assert.Equal(t, "token-1", m.NewSecret)
+	assert.Equal(t, "refresh", m.Reason)
+	err := client.UpdateSecret(waitCtx(t), "token-2", "refresh")
+	var ce *leveret.ConnectionError
+	require.ErrorAs(t, err, &ce)
+	assert.NotContains(t, err.Error(), "token-2")
+	receive(t, got, "second update-secret")
+}
+
+// TestCredentialsProvider: every connection attempt asks the provider
+// afresh; what it returns is what the broker sees, and its error fails the
+// attempt without leaking anything.
+func TestCredentialsProvider(t *testing.T) {
+	leakCheck(t)
+	s, conns := serverConns(t, fakeserver.Options{})
+	calls := 0
+	provider := func(context.Context) (string, string, error) {
+		calls++
+		return "svc", fmt.Sprintf("token-%d", calls), nil
+	}
+	for i := 1; i <= 2; i++ {
+		ok := handshakeOf(t, s, conns, leveret.WithCredentials(provider))
+		assert.Equal(t, fmt.Sprintf("\x00svc\x00token-%d", i), ok.Response, "dial %d", i)
+	}
+	assert.Equal(t, 2, calls)
+	failing := func(context.Context) (string, string, error) { return "", "", errors.New("token service down") }
+	_, err := leveret.Dial(waitCtx(t), s.URL(), leveret.WithCredentials(failing), leveret.WithReconnect(nil))
+	require.ErrorContains(t, err, "token service down")
 }

@@ -44,6 +44,7 @@ type config struct {
 	dialer            func(ctx context.Context, network, addr string) (net.Conn, error)
 	properties        ops.Table
 	onBlocked         func(blocked bool, reason string)
+	credentials       func(ctx context.Context) (username, password string, err error)
 	onReturn          func(ops.Return)
 }
 
@@ -153,6 +154,16 @@ func WithClientProperties(t ops.Table) Option {
 // broker sent them; Client.Blocked reports the current state without it.
 func WithBlockedHandler(fn func(blocked bool, reason string)) Option {
 	return optionFunc(func(c *config) { c.onBlocked = fn })
+}
+
+// WithCredentials makes each connection attempt ask fn for the username and
+// password (or token) instead of taking them from the URL, so that an
+// expiring token is fetched afresh at every dial, never reused; ctx is the
+// attempt's. An error from fn fails that attempt (the reconnect policy may
+// try again). While connected, Client.UpdateSecret hands the broker a new
+// secret. What fn returns never appears in errors or logs.
+func WithCredentials(fn func(ctx context.Context) (username, password string, err error)) Option {
+	return optionFunc(func(c *config) { c.credentials = fn })
 }
 
 // WithLocale sets the locale sent in connection.start-ok (default en_US).

@@ -76,6 +76,8 @@ type Conn struct {
 	chans     map[uint16]*Channel
 	nextID    uint16
 	chansDead bool // set once every channel has been failed
+	// connection.update-secret requests awaiting update-secret-ok, oldest first.
+	secretWaiters []func(error)
 
 	// Lifecycle.
 	closing  atomic.Bool // Close has begun: no new operations

@@ -135,6 +135,10 @@ func (c *Conn) handleConnectionMethod(m proto.Method) (done bool, err error) {
 		}
 		close(c.closeOk)
 		return true, c.closedErrByUs
+	case *proto.ConnectionUpdateSecretOk:
+		if !c.secretUpdated() {
+			return true, c.violation(proto.CommandInvalid, "connection.update-secret-ok without connection.update-secret")
+		}
 	case *proto.ConnectionBlocked:
 		c.setBlocked(true)
 		if c.cfg.OnBlocked != nil {
@@ -158,17 +162,23 @@ func (c *Conn) channel(id uint16) *Channel {
 	return ch
 }
 
-// failChannels ends every channel with the connection's error. It runs once,
+// failChannels ends every channel, and fails every update-secret still
+// waiting, with the connection's error. It runs once,
 // on the reader goroutine, after the read loop has stopped.
 func (c *Conn) failChannels(err error) {
 	c.cmu.Lock()
-	c.chansDead = true
+	c.chansDead = true // with the waiters taken below: no update-secret can slip in
+	waiters := c.secretWaiters
+	c.secretWaiters = nil
 	chans := make([]*Channel, 0, len(c.chans))
 	for id, ch := range c.chans {
 		chans = append(chans, ch)
 		delete(c.chans, id)
 	}
 	c.cmu.Unlock()
+	for _, done := range waiters {
+		done(err)
+	}
 	for _, ch := range chans {
 		ch.end(err, nil)
 	}
