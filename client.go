@@ -35,6 +35,9 @@ type Client struct {
 	// and joined by Close.
 	pumps     sync.WaitGroup
 	stopPumps chan struct{}
+	// closing is closed when Close begins: a reader held by a consumer's
+	// memory limit lets go, so the connection can close.
+	closing chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
@@ -44,7 +47,7 @@ func newClient(nc net.Conn, fr *proto.FrameReader, t tuning, cfg config) *Client
 	if cfg.logger == nil {
 		cfg.logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Client{cfg: cfg, tuning: t, dispatch: newDispatcher(cfg.logger), stopPumps: make(chan struct{}), settledOK: settled(struct{}{}, nil)}
+	c := &Client{cfg: cfg, tuning: t, dispatch: newDispatcher(cfg.logger), stopPumps: make(chan struct{}), closing: make(chan struct{}), settledOK: settled(struct{}{}, nil)}
 	c.conn = mux.New(nc, fr, newMuxConfig(t, cfg, c.onBlocked, c.dispatch.kick))
 	c.pool = newPool(c, cfg.topologyChannels, cfg.unconfirmedLimit)
 	return c
@@ -88,6 +91,7 @@ func (c *Client) Err() error { return c.conn.Err() }
 // ctx's error if the broker did not answer in time.
 func (c *Client) Close(ctx context.Context) error {
 	c.closeOnce.Do(func() {
+		close(c.closing)
 		c.closeErr = c.conn.Close(ctx)
 		c.dispatch.close()
 		close(c.stopPumps)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/leveret-mq/leveret/internal/mux"
 	"github.com/leveret-mq/leveret/internal/proto"
@@ -28,10 +29,14 @@ var (
 // Deliveries arrive on a buffered Go channel. With a prefetch limit and
 // manual acks its capacity is the prefetch count, which the broker can
 // never overfill, so a slow consumer only slows itself; otherwise it is the
-// client's consumer buffer (WithConsumerBuffer). When the broker sends more than fits
-// (NoAck, or no prefetch limit), the rest wait in an unbounded queue of the
-// consumer's own and move into the channel as the reader makes room:
-// nothing is dropped (see WithConsumerOverflowLimit for a bound). The
+// client's consumer buffer (WithConsumerBuffer). When the broker sends more
+// than fits (NoAck, or no prefetch limit), the rest wait in a queue of the
+// consumer's own and move into the channel as the user reads: nothing is
+// dropped. Past WithConsumerMemoryLimit of waiting deliveries the client
+// reads the connection at most one frame a second until the user has read
+// half of them (TCP backpressure: the broker holds the rest, and the
+// connection's other channels slow down too); WithConsumerOverflowLimit opts
+// in to dropping instead. The
 // channel is closed when the consumer ends (after Cancel or Shutdown, when
 // the broker cancels it, or when its channel or connection closes) and
 // everything received before has been handed over. Err then says why.
@@ -52,8 +57,10 @@ type Consumer struct {
 	// runs, sends and (if the consumer ended meanwhile) closes it.
 	ovMu     sync.Mutex
 	overflow []*Delivery
-	pumping  atomic.Bool // written under ovMu; only the reader sets it, so it reads it without the lock
-	ending   bool        // end has run: deliveries closes once the overflow is handed over
+	ovBytes  int           // what the overflow holds, counted as deliveryCost
+	drained  chan struct{} // made by a reader waiting for room; closed by the pump
+	pumping  atomic.Bool   // written under ovMu; only the reader sets it, so it reads it without the lock
+	ending   bool          // end has run: deliveries closes once the overflow is handed over
 
 	endOnce sync.Once
 	err     error // written before done is closed
@@ -214,13 +221,44 @@ func (cs *Consumer) deliver(d *Delivery) {
 		return
 	}
 	cs.overflow = append(cs.overflow, d)
+	cs.ovBytes += deliveryCost(d)
 	start := !cs.pumping.Load()
 	cs.pumping.Store(true)
+	var wait chan struct{}
+	if cs.ovBytes > cs.ch.c.cfg.consumerMemory {
+		// Past the memory limit: hold the reader, which stops reading the
+		// socket, so the broker holds the rest (TCP backpressure), until
+		// the user has read half of it.
+		if cs.drained == nil {
+			cs.drained = make(chan struct{})
+		}
+		wait = cs.drained
+	}
 	cs.ovMu.Unlock()
 	if start {
 		cs.ch.c.startPump(cs)
 	}
+	if wait != nil {
+		// At most memoryWait, then one more frame: a reply the user's loop
+		// waits for (a confirm, say) still gets through, slowly, instead
+		// of the loop and the reader waiting for each other forever.
+		t := time.NewTimer(memoryWait)
+		select {
+		case <-wait:
+		case <-cs.ch.c.closing:
+		case <-t.C:
+		}
+		t.Stop()
+	}
 }
+
+// memoryWait is how long the reader waits for a consumer over its memory
+// limit before it reads one more frame.
+const memoryWait = time.Second
+
+// deliveryCost is what a waiting delivery is counted as against the
+// consumer's memory limit: its body and about the rest of its size.
+func deliveryCost(d *Delivery) int { return len(d.Body) + 300 }
 
 // overflowed handles a delivery past WithConsumerOverflowLimit: given back
 // (or, NoAck, dropped), and the consumer cancelled.
@@ -244,7 +282,8 @@ func (cs *Consumer) pump(stop <-chan struct{}) {
 	for {
 		cs.ovMu.Lock()
 		if len(cs.overflow) == 0 || stopped(stop) {
-			cs.overflow = nil
+			cs.overflow, cs.ovBytes = nil, 0
+			cs.wakeReaderLocked()
 			cs.pumping.Store(false)
 			if cs.ending {
 				close(cs.deliveries)
@@ -255,11 +294,22 @@ func (cs *Consumer) pump(stop <-chan struct{}) {
 		d := cs.overflow[0]
 		cs.overflow[0] = nil
 		cs.overflow = cs.overflow[1:]
+		if cs.ovBytes -= deliveryCost(d); cs.ovBytes <= cs.ch.c.cfg.consumerMemory/2 {
+			cs.wakeReaderLocked()
+		}
 		cs.ovMu.Unlock()
 		select {
 		case cs.deliveries <- d:
 		case <-stop:
 		}
+	}
+}
+
+// wakeReaderLocked lets a reader held by the memory limit go on.
+func (cs *Consumer) wakeReaderLocked() {
+	if cs.drained != nil {
+		close(cs.drained)
+		cs.drained = nil
 	}
 }
 

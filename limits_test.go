@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -287,4 +288,53 @@ func TestChainedPublishHonoursCtx(t *testing.T) {
 		return
 	}
 	t.Fatal("every exchange hashed to the deletes' channel")
+}
+
+// TestConsumerMemoryLimitBackpressure: a NoAck consumer that stops reading
+// makes the client stop reading the socket once its waiting deliveries pass
+// the memory limit (the server's writes then block: TCP backpressure), the
+// pause is not taken for a silent peer by the heartbeat check, and once the
+// consumer reads again every delivery arrives, in order.
+func TestConsumerMemoryLimitBackpressure(t *testing.T) {
+	leakCheck(t)
+	const total, size = 20_000, 1000
+	var sent atomic.Int64
+	s := fakeserver.StartWith(t, fakeserver.Options{AutoOpen: true, Heartbeat: 1, KeepAlive: true, ReadTimeout: 30 * time.Second},
+		func(c *fakeserver.Conn) {
+			ch, _ := c.Expect(t, proto.BasicConsumeID)
+			c.Send(ch, &proto.BasicConsumeOk{ConsumerTag: "slow"})
+			body := bytes.Repeat([]byte("b"), size)
+			for i := range total {
+				msg := ops.Message{MessageID: fmt.Sprint(i), Body: body}
+				if c.SendContent(ch, &proto.BasicDeliver{ConsumerTag: "slow", DeliveryTag: uint64(i + 1), RoutingKey: "q"}, &msg) != nil {
+					return
+				}
+				sent.Add(1)
+			}
+			c.Serve()
+		})
+	client := dial(t, s, leveret.WithConsumerMemoryLimit(64<<10), leveret.WithConsumerBuffer(1))
+	ch, err := client.Channel(waitCtx(t))
+	require.NoError(t, err)
+	cs, err := await(t, ch.Consume(ops.Consume{Queue: "q", ConsumerTag: "slow", NoAck: true}))
+	require.NoError(t, err)
+
+	time.Sleep(3 * time.Second) // the consumer's loop is busy; three heartbeat intervals pass
+	require.NoError(t, client.Err(), "no heartbeat timeout while the client held back")
+	held := sent.Load()
+	t.Logf("the server got %d of %d deliveries out while the consumer did not read", held, total)
+	require.Less(t, held, int64(total), "the client stopped reading the socket")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	for i := range total {
+		select {
+		case d := <-cs.Deliveries():
+			require.Equal(t, fmt.Sprint(i), d.MessageID)
+		case <-ctx.Done():
+			t.Fatalf("delivery %d did not arrive", i)
+		}
+	}
+	require.NoError(t, client.Err())
+	require.NoError(t, closeClient(t, client))
 }

@@ -35,6 +35,7 @@ type config struct {
 	consumerBuffer    int
 	unconfirmedLimit  int
 	overflowLimit     int // deliveries a consumer may hold past its buffer; -1: no limit
+	consumerMemory    int // bytes of waiting deliveries past which the reader waits
 	maxMessageSize    uint64
 	reconnect         ReconnectPolicy
 	reconnectSet      bool // WithReconnect was given (nil turns retrying off)
@@ -59,6 +60,7 @@ func defaultConfig() config {
 		consumerBuffer:    1024,
 		unconfirmedLimit:  64 << 20,
 		overflowLimit:     -1,
+		consumerMemory:    64 << 20,
 		maxMessageSize:    mux.DefaultMaxMessageSize,
 		locale:            "en_US",
 	}
@@ -81,6 +83,8 @@ func (c *config) validate() error {
 		return fmt.Errorf("amqp: unconfirmed limit %d below 4096", c.unconfirmedLimit)
 	case c.maxMessageSize < 1:
 		return fmt.Errorf("amqp: max message size %d below 1", c.maxMessageSize)
+	case c.consumerMemory < 1:
+		return fmt.Errorf("amqp: consumer memory limit %d below 1", c.consumerMemory)
 	case c.overflowLimit < -1:
 		return fmt.Errorf("amqp: consumer overflow limit %d is negative", c.overflowLimit)
 	case c.consumerBuffer < 1:
@@ -218,15 +222,27 @@ func WithMaxMessageSize(n uint64) Option {
 	return optionFunc(func(c *config) { c.maxMessageSize = n })
 }
 
-// WithConsumerOverflowLimit opts in to a bound on what a consumer holds
-// beyond its delivery buffer. By default there is none: deliveries that do
-// not fit in the buffer (possible only with NoAck or without a prefetch
-// limit) wait in memory until the consumer reads them, so nothing is lost
-// and memory grows with the backlog (each waiting delivery costs its body
-// plus about 300 bytes). With a limit of n, the delivery that would be the
-// n+1st waiting cancels the consumer with ErrConsumerOverflow, and that
-// delivery and later ones are rejected with requeue, or, for a NoAck
-// consumer, dropped: only opt in where dropping is acceptable.
+// WithConsumerMemoryLimit bounds the memory of deliveries waiting for a
+// consumer beyond its buffer (default 64 MiB per consumer; each counts its
+// body plus 300 bytes). Deliveries that do not fit in the buffer (possible
+// only with NoAck or without a prefetch limit) wait in memory until the
+// consumer reads them, so nothing is lost; past this limit the client reads
+// the connection at most one frame a second until the consumer has read half
+// of what waits: the broker keeps the rest (TCP backpressure), and the
+// connection's other channels slow down meanwhile. (Not stopping altogether
+// lets a reply the consumer's loop waits for still arrive.) Heartbeats keep
+// flowing, and the pause is not taken for a silent broker.
+func WithConsumerMemoryLimit(n int) Option {
+	return optionFunc(func(c *config) { c.consumerMemory = n })
+}
+
+// WithConsumerOverflowLimit opts in to dropping instead of waiting: a bound
+// on how many deliveries a consumer holds beyond its delivery buffer. By
+// default there is none (see WithConsumerMemoryLimit). With a limit of n,
+// the delivery that would be the n+1st waiting cancels the consumer with
+// ErrConsumerOverflow, and that delivery and later ones are rejected with
+// requeue, or, for a NoAck consumer, dropped: only opt in where dropping is
+// acceptable.
 func WithConsumerOverflowLimit(n int) Option {
 	return optionFunc(func(c *config) { c.overflowLimit = n })
 }

@@ -70,6 +70,11 @@ type Conn struct {
 	ackChan          uint16
 	ackTag           uint64
 	readActivity     atomic.Bool // set by the reader on every frame, cleared by the writer's heartbeat tick
+	// inRead is set while the reader waits in ReadFrame. While it is not
+	// (a handler holds the reader: a consumer's memory limit applying
+	// backpressure), silence is ours, not the peer's, and does not count
+	// towards the heartbeat timeout.
+	inRead atomic.Bool
 
 	// Channel table.
 	cmu       sync.Mutex
