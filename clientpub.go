@@ -387,6 +387,9 @@ func (p *pool) publishesEnded(ch *Channel, err error) {
 		for _, pub := range pubs {
 			pub.finish(notConfirmed(err))
 		}
+		if t.isolated {
+			p.isolateNext() // the suspects still queued fail too: nothing can send them
+		}
 		return
 	}
 	var ce *ChannelError

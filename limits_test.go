@@ -338,3 +338,57 @@ func TestConsumerMemoryLimitBackpressure(t *testing.T) {
 	require.NoError(t, client.Err())
 	require.NoError(t, closeClient(t, client))
 }
+
+// TestIsolationEndsWithTheConnection: publishes being re-sent one at a
+// time after an unattributed publish failure all settle, with
+// ErrNotConfirmed, when the connection drops in the middle: none is left
+// waiting forever in the isolation queue.
+func TestIsolationEndsWithTheConnection(t *testing.T) {
+	leakCheck(t)
+	readPublishes := func(c *fakeserver.Conn, n int) (uint16, bool) {
+		var ch uint16
+		for seen := 0; seen < n; {
+			f, err := c.ReadFrame()
+			if err != nil {
+				return 0, false
+			}
+			if f.Type != proto.FrameMethod {
+				continue
+			}
+			m, err := proto.DecodeMethod(f.Payload)
+			if err != nil {
+				return 0, false
+			}
+			switch m.(type) {
+			case *proto.ChannelOpen:
+				c.Send(f.Channel, &proto.ChannelOpenOk{})
+			case *proto.ConfirmSelect:
+				c.Send(f.Channel, &proto.ConfirmSelectOk{})
+			case *proto.BasicPublish:
+				ch = f.Channel
+				seen++
+			}
+		}
+		return ch, true
+	}
+	s := fakeserver.Start(t, func(c *fakeserver.Conn) {
+		ch, ok := readPublishes(c, 3)
+		if !ok {
+			return
+		}
+		c.Send(ch, &proto.ChannelClose{ReplyCode: 406, ReplyText: "PRECONDITION_FAILED - user_id property set to 'x' but authenticated user was 'guest'",
+			ClassID: proto.ClassBasic, MethodID: proto.BasicPublishID.Method()})
+		if _, ok := readPublishes(c, 1); ok { // the first suspect, alone on the isolation channel
+			c.Close()
+		}
+	})
+	client := dial(t, s, leveret.WithTopologyChannels(1))
+	var ps []*leveret.Promise[struct{}]
+	for i := range 3 {
+		ps = append(ps, client.Publish(waitCtx(t), ops.Publish{RoutingKey: "q", Message: ops.Message{Body: []byte{byte(i)}}}))
+	}
+	for i, p := range ps {
+		_, err := await(t, p)
+		require.ErrorIs(t, err, leveret.ErrNotConfirmed, "publish %d", i)
+	}
+}
