@@ -61,6 +61,11 @@ type Channel struct {
 	// closed the channel (0 if none): what was sent before it was processed.
 	sent     uint64
 	failedAt uint64
+	// channel.flow from the peer: while paused, publishes are held in
+	// flowHeld (in order) and Publish calls with a ctx wait on flowResume.
+	flowPaused bool
+	flowHeld   []*Request
+	flowResume chan struct{}
 
 	// Reader goroutine only.
 	asm       assembly           // content being assembled
@@ -176,9 +181,62 @@ func (ch *Channel) Publish(ctx context.Context, m *proto.BasicPublish, msg *ops.
 		if err := ch.c.WaitPublishRoom(ctx); err != nil {
 			return err
 		}
+		if err := ch.waitFlow(ctx); err != nil {
+			return err
+		}
 	}
 	_, err := ch.publish(m, msg, written)
 	return err
+}
+
+// waitFlow waits, honouring ctx, while the peer has paused publishing on
+// the channel (channel.flow active=false).
+func (ch *Channel) waitFlow(ctx context.Context) error {
+	ch.mu.Lock()
+	for ch.flowPaused && ch.err == nil {
+		resume := ch.flowResume
+		ch.mu.Unlock()
+		select {
+		case <-resume:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		ch.mu.Lock()
+	}
+	ch.mu.Unlock()
+	return nil
+}
+
+// setFlow applies channel.flow from the peer: a pause holds publishes, a
+// resume sends them in order. It runs on the reader.
+func (ch *Channel) setFlow(active bool) {
+	ch.mu.Lock()
+	if ch.err != nil || ch.flowPaused == !active {
+		ch.mu.Unlock()
+		return
+	}
+	if !active {
+		ch.flowPaused, ch.flowResume = true, make(chan struct{})
+		ch.mu.Unlock()
+		return
+	}
+	ch.flowPaused = false
+	close(ch.flowResume)
+	ch.flowResume = nil
+	held := ch.flowHeld
+	ch.flowHeld = nil
+	var failed []*Request
+	var failErr error
+	for i, r := range held {
+		if err := ch.sendLocked(r); err != nil {
+			failed, failErr = held[i:], err
+			break
+		}
+	}
+	ch.mu.Unlock()
+	for _, r := range failed { // completions run with no lock held
+		r.fail(failErr)
+	}
 }
 
 // PublishNow sends basic.publish with its content like Publish with a nil
@@ -195,11 +253,16 @@ func (ch *Channel) publish(m *proto.BasicPublish, msg *ops.Message, written func
 	if err := ch.usableLocked(); err != nil {
 		return 0, err
 	}
-	if ch.barrier {
+	if ch.barrier || ch.flowPaused {
 		cp := *msg
 		cp.Body = append([]byte(nil), msg.Body...)
 		pm := *m
-		ch.held = append(ch.held, &Request{Method: &pm, Msg: &cp, Written: written})
+		r := &Request{Method: &pm, Msg: &cp, Written: written}
+		if ch.barrier {
+			ch.held = append(ch.held, r)
+		} else {
+			ch.flowHeld = append(ch.flowHeld, r)
+		}
 		return 0, nil
 	}
 	if err := ch.c.enqueuePublish(ch.ID, m, msg, written); err != nil {
@@ -290,6 +353,10 @@ func (ch *Channel) closedByUs() error {
 
 func (ch *Channel) sendLocked(r *Request) error {
 	var err error
+	if _, ok := r.Method.(*proto.BasicPublish); ok && r.Msg != nil && ch.flowPaused {
+		ch.flowHeld = append(ch.flowHeld, r) // released from a barrier into a pause
+		return nil
+	}
 	if p, ok := r.Method.(*proto.BasicPublish); ok && r.Msg != nil {
 		err = ch.c.enqueuePublish(ch.ID, p, r.Msg, r.Written)
 	} else {

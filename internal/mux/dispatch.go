@@ -58,7 +58,9 @@ func (ch *Channel) handleMethod(m proto.Method) error {
 		}
 		return nil
 	case *proto.ChannelFlow:
+		// flow-ok first: publishes a resume releases go out behind it.
 		ch.c.enqueueMethod(ch.ID, &proto.ChannelFlowOk{Active: m.Active}, nil)
+		ch.setFlow(m.Active)
 		ch.h.Async(m, nil)
 		return nil
 	case *proto.BasicCancel:
@@ -232,8 +234,12 @@ func (ch *Channel) endLocked(err error) (pending, held []*Request, ended bool) {
 		return nil, nil, false
 	}
 	ch.err = err
-	pending, held = ch.pending, ch.held
-	ch.pending, ch.held, ch.barrier = nil, nil, false
+	pending, held = ch.pending, append(ch.held, ch.flowHeld...)
+	ch.pending, ch.held, ch.barrier, ch.flowHeld = nil, nil, false, nil
+	if ch.flowResume != nil { // waiters in waitFlow see the end
+		close(ch.flowResume)
+		ch.flowResume = nil
+	}
 	return pending, held, true
 }
 
