@@ -242,13 +242,15 @@ func (cs *Consumer) deliver(d *Delivery) {
 		// At most memoryWait, then one more frame: a reply the user's loop
 		// waits for (a confirm, say) still gets through, slowly, instead
 		// of the loop and the reader waiting for each other forever.
-		t := time.NewTimer(memoryWait)
-		select {
-		case <-wait:
-		case <-cs.ch.c.closing:
-		case <-t.C:
-		}
-		t.Stop()
+		cs.ch.c.conn.HoldReader(func() {
+			t := time.NewTimer(memoryWait)
+			defer t.Stop()
+			select {
+			case <-wait:
+			case <-cs.ch.c.closing:
+			case <-t.C:
+			}
+		})
 	}
 }
 

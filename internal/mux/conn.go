@@ -70,11 +70,10 @@ type Conn struct {
 	ackChan          uint16
 	ackTag           uint64
 	readActivity     atomic.Bool // set by the reader on every frame, cleared by the writer's heartbeat tick
-	// inRead is set while the reader waits in ReadFrame. While it is not
-	// (a handler holds the reader: a consumer's memory limit applying
-	// backpressure), silence is ours, not the peer's, and does not count
-	// towards the heartbeat timeout.
-	inRead atomic.Bool
+	// readerHeld is set while a handler holds the reader (HoldReader):
+	// silence then is ours, not the peer's, and does not count towards the
+	// heartbeat timeout.
+	readerHeld atomic.Bool
 
 	// Channel table.
 	cmu       sync.Mutex
@@ -125,6 +124,17 @@ func New(nc net.Conn, fr *proto.FrameReader, cfg Config) *Conn {
 	go c.readLoop()  // owner: Conn; exits when nc fails or is closed by fail.
 	go c.writeLoop() // owner: Conn; exits when dead is closed or a write fails.
 	return c
+}
+
+// HoldReader runs wait, which blocks, on the reader goroutine: for a handler
+// that must apply backpressure (a consumer over its memory limit waits for
+// its user to read). While wait runs the socket is not read, and the
+// heartbeat check does not take that silence for the peer's. wait must end
+// when the owner closes the connection.
+func (c *Conn) HoldReader(wait func()) {
+	c.readerHeld.Store(true)
+	defer c.readerHeld.Store(false)
+	wait()
 }
 
 // FrameMax is the negotiated maximum frame size.

@@ -32,9 +32,7 @@ func (c *Conn) readFrames() error {
 		if c.fr.Buffered() == 0 {
 			c.readIdle()
 		}
-		c.inRead.Store(true)
 		f, err := c.fr.ReadFrame()
-		c.inRead.Store(false)
 		if err != nil {
 			return c.readError(err)
 		}

@@ -162,7 +162,7 @@ func (c *Conn) writeLoop() {
 		case <-c.wake:
 		case <-tick:
 			c.moveWriteDeadline(2 * hb)
-			if c.readActivity.Swap(false) || !c.inRead.Load() {
+			if c.readActivity.Swap(false) || c.readerHeld.Load() {
 				silentTicks = 0 // heard from the peer, or not listening: held by a handler
 			} else if silentTicks++; silentTicks >= 7 {
 				c.fail(c.faultError(Fault{Hard: true, Local: true, Text: "peer silent for two heartbeat intervals", Cause: c.cfg.Errors.Heartbeat}))
