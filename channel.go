@@ -103,14 +103,14 @@ func (ch *Channel) async(m proto.Method, msg *ops.Message) {
 			cs.end(ErrConsumerCancelled)
 		}
 	case *proto.BasicReturn:
-		ch.mu.Lock()
-		fn := ch.onReturn
-		ch.mu.Unlock()
 		r := ops.Return{ReplyCode: ops.ReplyCode(m.ReplyCode), ReplyText: m.ReplyText, Exchange: m.Exchange, RoutingKey: m.RoutingKey, Message: *msg}
-		if ch.pubs != nil {
+		if ch.pubs != nil { // a Client.Publish: it settles its own promise
 			ch.pubs.returned(r)
 			return
 		}
+		ch.mu.Lock()
+		fn := ch.onReturn
+		ch.mu.Unlock()
 		if fn == nil {
 			ch.c.cfg.logger.Warn("amqp: message returned and no return handler is set", "exchange", r.Exchange, "routing_key", r.RoutingKey, "reply_code", r.ReplyCode)
 			return

@@ -318,9 +318,7 @@ func (p *pool) publish(ctx context.Context, o *ops.Publish, prom *Promise[struct
 		err = p.sendPub(pub)
 	}
 	if err != nil {
-		// Nothing was sent; unblock whoever queued behind it.
-		p.budget.release(pub.cost)
-		p.finish(&pub.op, nil, nil, nil, err)
+		pub.finish(err) // nothing was sent; unblock whoever queued behind it
 		return err
 	}
 	return nil
@@ -329,8 +327,14 @@ func (p *pool) publish(ctx context.Context, o *ops.Publish, prom *Promise[struct
 // sendPub puts pub on its slot's channel, taking a fresh one if that
 // channel ended under it. It never waits.
 func (p *pool) sendPub(pub *clientPub) error {
+	return p.sendVia(pub, func() (*Channel, error) { return p.channel(pub.op.slot) })
+}
+
+// sendVia puts pub on the channel open returns (the live one, or a fresh
+// one if it ended), trying again while channels end under it.
+func (p *pool) sendVia(pub *clientPub, open func() (*Channel, error)) error {
 	for {
-		ch, err := p.channel(pub.op.slot)
+		ch, err := open()
 		if err != nil {
 			return err
 		}
@@ -341,7 +345,7 @@ func (p *pool) sendPub(pub *clientPub) error {
 			p.mu.Unlock()
 			return nil
 		}
-		if ch.mc.Err() == nil || p.c.conn.Err() != nil || pub.reissued >= maxReissues {
+		if !p.retryFresh(ch, pub.reissued) {
 			return err // refused by the codec, or nothing left to try
 		}
 		pub.reissued++
@@ -412,14 +416,12 @@ func (p *pool) publishesEnded(ch *Channel, err error) {
 		switch {
 		case pub.ret != nil:
 			pub.finish(&ReturnedError{Return: *pub.ret})
-		case !blamed && pub.sent != 0 && pub.sent < failedAt && pub.msg.DeliveryMode != ops.Persistent:
-			pub.finish(nil) // routed before the operation that failed
+		case pub.msg.DeliveryMode != ops.Persistent && (i < culprit || (!blamed && pub.sent != 0 && pub.sent < failedAt)):
+			pub.finish(nil) // routed before the publish or operation that failed
 		case blamed && culprit < 0:
 			suspects = append(suspects, pub)
 		case i == culprit, culprit >= 0 && i > culprit && named && !requests && pub.m.Exchange == exchange:
 			pub.finish(err)
-		case i < culprit && pub.msg.DeliveryMode != ops.Persistent:
-			pub.finish(nil) // routed before the failure
 		default:
 			again = append(again, pub)
 		}

@@ -1,8 +1,6 @@
 package leveret
 
 import (
-	"errors"
-
 	"github.com/leveret-mq/leveret/internal/mux"
 	"github.com/leveret-mq/leveret/internal/proto"
 	"github.com/leveret-mq/leveret/ops"
@@ -38,7 +36,7 @@ func (p *pool) get(o ops.Get, prom *Promise[GetResult], reissued int) {
 		}
 		err = g.ch.mc.Call(&mux.Request{Method: &proto.BasicGet{Queue: o.Queue, NoAck: o.NoAck},
 			Done: func(m proto.Method, msg *ops.Message, err error) {
-				if err != nil && errors.Is(err, ErrNotExecuted) && !isConnectionError(err) && reissued < maxReissues {
+				if discarded(err, reissued) {
 					p.getDone(g)
 					p.get(o, prom, reissued+1) // discarded behind another Get that failed
 					return
@@ -52,7 +50,7 @@ func (p *pool) get(o ops.Get, prom *Promise[GetResult], reissued int) {
 			return
 		}
 		p.getDone(g)
-		if g.ch.mc.Err() == nil || p.c.conn.Err() != nil || reissued >= maxReissues {
+		if !p.retryFresh(g.ch, reissued) {
 			reply(nil, nil, nil, err)
 			return
 		}

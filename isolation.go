@@ -44,28 +44,11 @@ func (p *pool) isolateNext() {
 		p.iso.queue = p.iso.queue[1:]
 		p.iso.busy = true
 		p.iso.mu.Unlock()
-		err := p.sendIsolated(pub)
+		err := p.sendVia(pub, p.isolationChannel)
 		if err == nil {
 			return
 		}
 		pub.finish(notConfirmed(err))
-	}
-}
-
-func (p *pool) sendIsolated(pub *clientPub) error {
-	for {
-		ch, err := p.isolationChannel()
-		if err != nil {
-			return err
-		}
-		err = ch.pubs.send(ch, pub)
-		if err == nil {
-			return nil
-		}
-		if ch.mc.Err() == nil || p.c.conn.Err() != nil || pub.reissued >= maxReissues {
-			return err
-		}
-		pub.reissued++
 	}
 }
 

@@ -166,7 +166,7 @@ func (p *pool) send(op *pooledOp) {
 			return
 		}
 		// The channel may have ended between lookup and call; take a fresh one.
-		if ch != nil && ch.mc.Err() != nil && p.c.conn.Err() == nil && op.reissued < maxReissues {
+		if p.retryFresh(ch, op.reissued) {
 			op.reissued++
 			continue
 		}
@@ -176,12 +176,26 @@ func (p *pool) send(op *pooledOp) {
 }
 
 func (p *pool) replied(op *pooledOp, reply proto.Method, msg *ops.Message, ch *Channel, err error) {
-	if err != nil && errors.Is(err, ErrNotExecuted) && !isConnectionError(err) && op.reissued < maxReissues {
+	if discarded(err, op.reissued) {
 		op.reissued++
 		p.send(op)
 		return
 	}
 	p.finish(op, reply, msg, ch, err)
+}
+
+// retryFresh reports whether an operation that ch refused should be tried
+// on a fresh channel: ch ended between lookup and call, the connection did
+// not, and tries are left.
+func (p *pool) retryFresh(ch *Channel, tries int) bool {
+	return ch != nil && ch.mc.Err() != nil && p.c.conn.Err() == nil && tries < maxReissues
+}
+
+// discarded reports whether err says the broker discarded an operation
+// behind a failure on its channel (not the connection's), so that it may be
+// sent again, tries permitting.
+func discarded(err error, tries int) bool {
+	return err != nil && errors.Is(err, ErrNotExecuted) && !isConnectionError(err) && tries < maxReissues
 }
 
 // finish settles op and releases the operations that waited for it.

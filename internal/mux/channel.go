@@ -353,11 +353,13 @@ func (ch *Channel) closedByUs() error {
 
 func (ch *Channel) sendLocked(r *Request) error {
 	var err error
-	if _, ok := r.Method.(*proto.BasicPublish); ok && r.Msg != nil && ch.flowPaused {
+	p, publish := r.Method.(*proto.BasicPublish)
+	publish = publish && r.Msg != nil
+	if publish && ch.flowPaused {
 		ch.flowHeld = append(ch.flowHeld, r) // released from a barrier into a pause
 		return nil
 	}
-	if p, ok := r.Method.(*proto.BasicPublish); ok && r.Msg != nil {
+	if publish {
 		err = ch.c.enqueuePublish(ch.ID, p, r.Msg, r.Written)
 	} else {
 		err = ch.c.enqueueMethod(ch.ID, r.Method, r.Written)
