@@ -16,8 +16,9 @@ import (
 // every operation issued behind it fails with ErrNotExecuted wrapping that
 // error, and Err reports it. Methods are safe for concurrent use.
 type Channel struct {
-	c  *Client
-	mc *mux.Channel
+	c   *Client
+	gen *generation // the connection it runs on
+	mc  *mux.Channel
 
 	done    chan struct{} // closed when the channel has ended
 	endOnce sync.Once
@@ -35,6 +36,7 @@ type Channel struct {
 	onConfirm func(Confirmation)
 	onClose   func(error)
 	ended     bool
+	stale     bool // ended with a connection the client replaced: acks are refused
 	// settled is closed (and cleared) when no delivery awaits an
 	// acknowledgement; made by waitSettled. closeWhenSettled: a cancelled
 	// Client.Consume consumer's channel closes then.
@@ -46,23 +48,23 @@ func newChannel(c *Client) *Channel {
 	return &Channel{c: c, done: make(chan struct{}), consumers: make(map[string]*Consumer), onReturn: c.cfg.onReturn}
 }
 
-// openChannel opens a channel without waiting for channel.open-ok;
+// openChannel opens a channel on g without waiting for channel.open-ok;
 // operations issued on it pipeline behind the open.
-func (c *Client) openChannel(opened func(error)) (*Channel, error) {
+func (c *Client) openChannel(g *generation, opened func(error)) (*Channel, error) {
 	ch := newChannel(c)
-	if err := c.open(ch, opened); err != nil {
+	if err := c.open(ch, g, opened); err != nil {
 		return nil, err
 	}
 	return ch, nil
 }
 
-// open opens ch, made by newChannel, on the connection.
-func (c *Client) open(ch *Channel, opened func(error)) error {
-	mc, err := c.conn.OpenChannel((*muxHandler)(ch), opened)
+// open opens ch, made by newChannel, on g's connection.
+func (c *Client) open(ch *Channel, g *generation, opened func(error)) error {
+	mc, err := g.conn.OpenChannel((*muxHandler)(ch), opened)
 	if err != nil {
 		return err
 	}
-	ch.mc = mc
+	ch.gen, ch.mc = g, mc
 	return nil
 }
 
@@ -138,11 +140,19 @@ func (ch *Channel) closed(err error) {
 		ch.endErr = err
 		close(ch.done)
 	})
+	// The client reconnects: deliveries of this channel are stale, and a
+	// Client.Consume consumer waits for the next connection.
+	reconnects := isConnectionError(err) && ch.c.pool.reconnects()
 	ch.mu.Lock()
 	consumers := make([]*Consumer, 0, len(ch.consumers))
-	for _, cs := range ch.consumers {
+	for tag, cs := range ch.consumers {
+		if reconnects && cs.own {
+			delete(ch.consumers, tag) // restarted by recoverConsumers
+			continue
+		}
 		consumers = append(consumers, cs)
 	}
+	ch.stale = reconnects
 	ch.unacked.clear()
 	ch.txAcked = nil
 	ch.ended = true
@@ -235,6 +245,9 @@ func (ch *Channel) Close(ctx context.Context) error {
 
 func (ch *Channel) issue(_ [2]string, m proto.Method, done replyFunc) {
 	err := ch.mc.Call(&mux.Request{Method: m, Done: func(reply proto.Method, msg *ops.Message, err error) {
+		if err == nil {
+			ch.c.rec.observe(m, reply) // topology is the client's, whichever channel declared it
+		}
 		done(reply, msg, ch, err)
 	}})
 	if err != nil {

@@ -2,17 +2,27 @@ package leveret
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
-	"net"
 	"sync"
 	"sync/atomic"
 
-	"github.com/leveret-mq/leveret/internal/mux"
-	"github.com/leveret-mq/leveret/internal/proto"
 	"github.com/leveret-mq/leveret/ops"
 )
 
-// Client is one AMQP connection. Its methods are safe for concurrent use.
+// Client is a connection to the broker that survives drops: a supervisor
+// goroutine reconnects under the reconnect policy (WithReconnect, on by
+// default; WithFailover for several brokers) and re-declares on the new
+// connection the exchanges, queues, bindings and Client.Consume consumers
+// the broker confirmed. Its methods are safe for concurrent use.
+//
+// On a drop, client-level operations in flight or issued during the
+// outage are re-sent on the next connection, so their promises settle
+// then; Client.Publish re-sends its unconfirmed messages (at-least-once)
+// and a new Publish waits, under its ctx, for the next connection. An
+// explicit Channel (and what runs on it: confirm.Publisher, tx.Tx) is not
+// recovered yet: it ends with the connection's error.
 //
 // Operations called on the Client are the safe level. Topology operations
 // and Publish run on a small pool of the client's own channels, in confirm
@@ -22,12 +32,15 @@ import (
 // close, so their deliveries can always be acknowledged. Use Channel for an
 // explicit channel whose operations share its fate.
 type Client struct {
-	conn     *mux.Conn
 	cfg      config
-	tuning   tuning
+	eps      []endpoint
+	policy   ReconnectPolicy            // nil: a dropped connection ends the client
+	gen      atomic.Pointer[generation] // the latest connection; it may have ended
 	pool     *pool
+	rec      record // topology to re-declare on a new connection
 	dispatch *dispatcher
 	blocked  atomic.Bool
+	state    atomic.Int32 // a State
 
 	consumerSeq atomic.Uint64      // numbers generated consumer tags
 	settledOK   *Promise[struct{}] // returned by every ack that was queued
@@ -39,17 +52,34 @@ type Client struct {
 	// memory limit lets go, so the connection can close.
 	closing chan struct{}
 
-	closeOnce sync.Once
-	closeErr  error
+	// The supervisor goroutine (supervise); supCtx ends when Close begins,
+	// cutting short a reconnect delay, dial or recovery step.
+	sup       sync.WaitGroup
+	supCtx    context.Context
+	supCancel context.CancelFunc
+
+	done       chan struct{} // closed when the client has ended for good
+	endErr     error         // why; written before done is closed
+	finishOnce sync.Once
+	closeOnce  sync.Once
+	closeErr   error
 }
 
-func newClient(nc net.Conn, fr *proto.FrameReader, t tuning, cfg config) *Client {
+func newClient(eps []endpoint, policy ReconnectPolicy, d dialed) *Client {
+	cfg := eps[d.ep].cfg
 	if cfg.logger == nil {
 		cfg.logger = slog.New(slog.DiscardHandler)
 	}
-	c := &Client{cfg: cfg, tuning: t, dispatch: newDispatcher(cfg.logger), stopPumps: make(chan struct{}), closing: make(chan struct{}), settledOK: settled(struct{}{}, nil)}
-	c.conn = mux.New(nc, fr, newMuxConfig(t, cfg, c.onBlocked, c.dispatch.kick))
-	c.pool = newPool(c, cfg.topologyChannels, cfg.unconfirmedLimit)
+	c := &Client{cfg: cfg, eps: eps, policy: policy, dispatch: newDispatcher(cfg.logger), stopPumps: make(chan struct{}),
+		closing: make(chan struct{}), done: make(chan struct{}), settledOK: settled(struct{}{}, nil)}
+	c.rec.init(cfg.topologyFilter, cfg.topologyOff)
+	c.supCtx, c.supCancel = context.WithCancel(context.Background())
+	g := c.newGeneration(d, 1)
+	c.gen.Store(g)
+	c.pool = newPool(c, g, cfg.topologyChannels, cfg.unconfirmedLimit)
+	c.emit(Event{Kind: EventConnected, Endpoint: g.endpoint})
+	c.sup.Add(1)
+	go c.supervise() // owner: Client; exits when the client ends (Close, or the policy gives up); joined by Close.
 	return c
 }
 
@@ -67,32 +97,55 @@ func (c *Client) onBlocked(blocked bool, reason string) {
 // while it is true; other operations carry on.
 func (c *Client) Blocked() bool { return c.blocked.Load() }
 
-// ServerProperties returns the broker's properties from the handshake
-// (product, version, capabilities). The caller must not modify the table.
-func (c *Client) ServerProperties() ops.Table { return c.tuning.server }
+// ServerProperties returns the broker's properties from the latest
+// connection's handshake (product, version, capabilities); after a
+// reconnect, the new broker's. The caller must not modify the table.
+func (c *Client) ServerProperties() ops.Table { return c.gen.Load().tuning.server }
 
-// FrameMax is the negotiated maximum frame size in bytes.
-func (c *Client) FrameMax() uint32 { return c.tuning.frameMax }
+// FrameMax is the latest connection's negotiated maximum frame size in bytes.
+func (c *Client) FrameMax() uint32 { return c.gen.Load().tuning.frameMax }
 
-// Done is closed when the connection has ended, by Close or by a failure.
-func (c *Client) Done() <-chan struct{} { return c.conn.Dead() }
+// Done is closed when the client has ended for good: after Close, or when
+// a dropped connection is not recovered (reconnecting is off, the policy
+// gave up, or the failure is not worth retrying). A connection that drops
+// and is recovered does not close it; see State and WithEventHandler.
+func (c *Client) Done() <-chan struct{} { return c.done }
 
-// Err is nil while the connection is open, then why it ended: an error
-// wrapping ErrClosed after Close, else a *ConnectionError.
-func (c *Client) Err() error { return c.conn.Err() }
+// Err is nil until the client has ended, then why: an error wrapping
+// ErrClosed after Close, else the error that ended it (a *ConnectionError,
+// or the last reconnect attempt's error).
+func (c *Client) Err() error {
+	select {
+	case <-c.done:
+		return c.endErr
+	default:
+		return nil
+	}
+}
 
-// Close closes the connection gracefully: everything already issued is
-// sent first, then connection.close; it waits for the broker's close-ok
-// until ctx ends, then closes the socket. Operations still pending fail with
-// an error wrapping ErrClosed; unconfirmed Client.Publish calls fail with
-// ErrNotConfirmed. Deliveries still waiting in a consumer's overflow queue
-// are not handed over (the broker requeues those that needed an ack). Close
-// joins every goroutine the client started and is idempotent; it returns
-// ctx's error if the broker did not answer in time.
+// Close closes the client gracefully: everything already issued is sent
+// first, then connection.close; it waits for the broker's close-ok until
+// ctx ends, then closes the socket. Called while reconnecting, it stops at
+// once (a delay, dial or recovery in progress is cut short). Operations
+// still pending or waiting for a connection fail with an error wrapping
+// ErrClosed; unconfirmed Client.Publish calls fail with ErrNotConfirmed.
+// Deliveries still waiting in a consumer's overflow queue are not handed
+// over (the broker requeues those that needed an ack). Close joins every
+// goroutine the client started and is idempotent; it returns ctx's error if
+// the broker did not answer in time.
 func (c *Client) Close(ctx context.Context) error {
 	c.closeOnce.Do(func() {
 		close(c.closing)
-		c.closeErr = c.conn.Close(ctx)
+		c.supCancel()
+		closed := fmt.Errorf("amqp: client closed by this client (Close): %w", ErrClosed)
+		c.pool.end(closed) // no connection is installed after this
+		g := c.gen.Load()
+		c.closeErr = g.conn.Close(ctx)
+		c.sup.Wait()
+		if err := g.conn.Err(); err != nil && errors.Is(err, ErrClosed) {
+			closed = err
+		}
+		c.finish(closed)
 		c.dispatch.close()
 		close(c.stopPumps)
 		c.pumps.Wait()
@@ -114,8 +167,12 @@ func (c *Client) startPump(cs *Consumer) {
 // closes it, operations issued behind the failing one fail with
 // ErrNotExecuted wrapping the cause, and Err reports the cause.
 func (c *Client) Channel(ctx context.Context) (*Channel, error) {
+	g, err := c.pool.waitLive(ctx)
+	if err != nil {
+		return nil, err
+	}
 	opened := newPromise[struct{}]()
-	ch, err := c.openChannel(func(err error) { opened.resolve(struct{}{}, err) })
+	ch, err := c.openChannel(g, func(err error) { opened.resolve(struct{}{}, err) })
 	if err != nil {
 		return nil, err
 	}
@@ -182,10 +239,14 @@ func (c *Client) QueueDelete(o ops.QueueDelete) *Promise[ops.QueueDeleteOk] {
 // the broker's log. The secret never appears in errors or logs. With
 // RabbitMQ's internal user database, see DESIGN.md for what it does.
 func (c *Client) UpdateSecret(ctx context.Context, secret, reason string) error {
-	p := newPromise[struct{}]()
-	if err := c.conn.UpdateSecret(secret, reason, func(err error) { p.resolve(struct{}{}, err) }); err != nil {
+	g, err := c.pool.waitLive(ctx)
+	if err != nil {
 		return err
 	}
-	_, err := p.Wait(ctx)
+	p := newPromise[struct{}]()
+	if err := g.conn.UpdateSecret(secret, reason, func(err error) { p.resolve(struct{}{}, err) }); err != nil {
+		return err
+	}
+	_, err = p.Wait(ctx)
 	return err
 }

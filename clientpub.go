@@ -313,43 +313,76 @@ func (p *pool) publish(ctx context.Context, o *ops.Publish, prom *Promise[struct
 	if !ready {
 		return nil // sent by the operation it waits for, on the reader
 	}
-	err := p.c.conn.WaitPublishRoom(ctx)
-	if err == nil {
-		err = p.sendPub(pub)
+	for {
+		// While the client reconnects, a new publish waits here for the
+		// next connection, under its ctx, like for room.
+		g, err := p.waitLive(ctx)
+		if err == nil {
+			if err = g.conn.WaitPublishRoom(ctx); err != nil && ctx.Err() == nil && p.recovers && connLost(err) {
+				continue // lost meanwhile: wait for the next one
+			}
+		}
+		if err == nil {
+			err = p.sendPub(pub)
+		}
+		if err != nil {
+			pub.finish(err) // nothing was sent; unblock whoever queued behind it
+			return err
+		}
+		return nil
 	}
-	if err != nil {
-		pub.finish(err) // nothing was sent; unblock whoever queued behind it
-		return err
-	}
-	return nil
 }
 
 // sendPub puts pub on its slot's channel, taking a fresh one if that
-// channel ended under it. It never waits.
+// channel ended under it, or parks it until the next connection. It never
+// waits.
 func (p *pool) sendPub(pub *clientPub) error {
-	return p.sendVia(pub, func() (*Channel, error) { return p.channel(pub.op.slot) })
+	err := p.sendVia(pub, func() (*Channel, *generation, error) { return p.channel(pub.op.slot) })
+	if err == errParked {
+		return nil
+	}
+	return err
 }
 
+// errParked is sendVia's report that a publish waits for the next connection.
+var errParked = errors.New("amqp: parked until the next connection")
+
 // sendVia puts pub on the channel open returns (the live one, or a fresh
-// one if it ended), trying again while channels end under it.
-func (p *pool) sendVia(pub *clientPub, open func() (*Channel, error)) error {
+// one if it ended), trying again while channels end under it. When the
+// connection is lost, pub waits for the next one (see retryLater) and
+// sendVia returns errParked.
+func (p *pool) sendVia(pub *clientPub, open func() (*Channel, *generation, error)) error {
 	for {
-		ch, err := open()
-		if err != nil {
-			return err
-		}
-		err = ch.pubs.send(ch, pub)
+		ch, g, err := open()
 		if err == nil {
-			p.mu.Lock()
-			pub.op.sent = true
-			p.mu.Unlock()
-			return nil
+			err = ch.pubs.send(ch, pub)
+			if err == nil {
+				p.mu.Lock()
+				pub.op.sent = true
+				p.mu.Unlock()
+				return nil
+			}
+			if p.retryFresh(ch, pub.reissued) {
+				pub.reissued++
+				continue
+			}
 		}
-		if !p.retryFresh(ch, pub.reissued) {
-			return err // refused by the codec, or nothing left to try
+		if connLost(err) {
+			p.resendLater(pub, g, err)
+			return errParked
 		}
-		pub.reissued++
+		return err // refused by the codec, or nothing left to try
 	}
+}
+
+// resendLater sends pub on the next connection (at-least-once: it may have
+// arrived on the lost one), or fails it as not confirmed if there is none.
+func (p *pool) resendLater(pub *clientPub, seen *generation, err error) {
+	p.retryLater(seen, err, func() {
+		if err := p.sendPub(pub); err != nil {
+			pub.finish(notConfirmed(err))
+		}
+	}, func(err error) { pub.finish(notConfirmed(err)) })
 }
 
 // publishesEnded handles the unconfirmed publishes of a pooled channel
@@ -388,8 +421,14 @@ func (p *pool) publishesEnded(ch *Channel, err error) {
 		return
 	}
 	if isConnectionError(err) {
+		// In doubt: re-sent on the next connection if the client
+		// reconnects, else failed as not confirmed.
 		for _, pub := range pubs {
-			pub.finish(notConfirmed(err))
+			if pub.ret != nil {
+				pub.finish(&ReturnedError{Return: *pub.ret})
+				continue
+			}
+			p.resendLater(pub, ch.gen, err)
 		}
 		if t.isolated {
 			p.isolateNext() // the suspects still queued fail too: nothing can send them

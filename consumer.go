@@ -41,10 +41,17 @@ var (
 // the broker cancels it, or when its channel or connection closes) and
 // everything received before has been handed over. Err then says why.
 type Consumer struct {
-	ch    *Channel
+	c     *Client
+	chp   atomic.Pointer[Channel] // the channel it runs on; replaced when a Client.Consume consumer is restarted
 	tag   string
 	noAck bool
 	own   bool // on a channel opened by Client.Consume, closed with the consumer
+
+	// A Client.Consume consumer is restarted on each new connection
+	// (pool.startOwn). Guarded by pool.mu.
+	o       ops.Consume         // what to send; Queue follows a server-named queue's renames
+	onGen   *generation         // the connection it was last started on
+	started *Promise[*Consumer] // Client.Consume's promise: settled by the first start that succeeds, or a failure
 
 	deliveries chan *Delivery
 	done       chan struct{}
@@ -73,8 +80,12 @@ func (cs *Consumer) Deliveries() <-chan *Delivery { return cs.deliveries }
 // Tag is the consumer tag.
 func (cs *Consumer) Tag() string { return cs.tag }
 
-// Channel is the channel the consumer runs on.
-func (cs *Consumer) Channel() *Channel { return cs.ch }
+// Channel is the channel the consumer runs on. A Client.Consume consumer
+// gets a new channel on each new connection (nil while it was never
+// started); deliveries remember the channel they came on.
+func (cs *Consumer) Channel() *Channel { return cs.chp.Load() }
+
+func (cs *Consumer) channel() *Channel { return cs.chp.Load() }
 
 // Done is closed when the consumer has ended.
 func (cs *Consumer) Done() <-chan struct{} { return cs.done }
@@ -99,15 +110,45 @@ func (cs *Consumer) Err() error {
 // or rejected (Shutdown bounds that wait).
 func (cs *Consumer) Cancel() *Promise[struct{}] {
 	p := newPromise[struct{}]()
-	err := cs.ch.mc.Call(&mux.Request{Method: &proto.BasicCancel{ConsumerTag: cs.tag}, Tag: cs.tag,
+	ch := cs.channel()
+	if ch == nil || ch.mc.Err() != nil {
+		if cs.waitsForConnection() {
+			// Nothing runs on the broker: it ends here, and is not restarted.
+			cs.end(nil)
+			p.resolve(struct{}{}, nil)
+			return p
+		}
+		if ch == nil {
+			p.resolve(struct{}{}, cs.Err())
+			return p
+		}
+	}
+	err := ch.mc.Call(&mux.Request{Method: &proto.BasicCancel{ConsumerTag: cs.tag}, Tag: cs.tag,
 		Done: func(_ proto.Method, _ *ops.Message, err error) {
+			if err != nil && cs.waitsForConnection() {
+				err = nil // the connection dropped under the cancel: nothing to restart
+			}
 			cs.end(err) // nil after cancel-ok; else the channel's end is the cause
 			p.resolve(struct{}{}, err)
 		}})
 	if err != nil {
+		if cs.waitsForConnection() {
+			err = nil
+		}
+		cs.end(err)
 		p.resolve(struct{}{}, err)
 	}
 	return p
+}
+
+// waitsForConnection reports whether cs is a Client.Consume consumer
+// whose connection dropped and that the client will restart.
+func (cs *Consumer) waitsForConnection() bool {
+	if !cs.own || cs.Err() != nil {
+		return false
+	}
+	ch := cs.channel()
+	return (ch == nil || ch.mc.Err() != nil) && cs.c.pool.reconnects()
 }
 
 // Shutdown stops the consumer gracefully, blocking until ctx ends: it
@@ -135,14 +176,18 @@ func (cs *Consumer) Shutdown(ctx context.Context) error {
 			return err
 		}
 	}
-	err := cs.ch.waitSettled(ctx)
+	ch := cs.channel()
+	if ch == nil {
+		return nil // never started: nothing received, nothing to close
+	}
+	err := ch.waitSettled(ctx)
 	if cs.own {
 		// The close may already be under way (a cancelled consumer's channel
 		// closes once settled): wait for the channel's end either way.
-		cerr := cs.ch.Close(ctx)
+		cerr := ch.Close(ctx)
 		if cerr == nil {
 			select {
-			case <-cs.ch.Done():
+			case <-ch.Done():
 			case <-ctx.Done():
 				cerr = ctx.Err()
 			}
@@ -164,8 +209,8 @@ func (cs *Consumer) endErr(err error) error {
 }
 
 func (cs *Consumer) closeOwn() {
-	if cs.own {
-		cs.ch.mc.Close(func(error) {})
+	if ch := cs.channel(); cs.own && ch != nil {
+		ch.mc.Close(func(error) {})
 	}
 }
 
@@ -174,17 +219,22 @@ func (cs *Consumer) closeOwn() {
 // delivery could arrive).
 func (cs *Consumer) end(err error) {
 	cs.endOnce.Do(func() {
-		cs.ch.mu.Lock()
-		if cs.ch.consumers[cs.tag] == cs {
-			delete(cs.ch.consumers, cs.tag)
+		if ch := cs.channel(); ch != nil {
+			ch.mu.Lock()
+			if ch.consumers[cs.tag] == cs {
+				delete(ch.consumers, cs.tag)
+			}
+			if cs.own && err == nil {
+				// Cancelled by the user: the channel stays until what was
+				// received is acknowledged (see Channel.notifySettledLocked).
+				ch.closeWhenSettled = true
+				ch.notifySettledLocked()
+			}
+			ch.mu.Unlock()
 		}
-		if cs.own && err == nil {
-			// Cancelled by the user: the channel stays until what was
-			// received is acknowledged (see Channel.notifySettledLocked).
-			cs.ch.closeWhenSettled = true
-			cs.ch.notifySettledLocked()
+		if cs.own {
+			cs.c.pool.forgetConsumer(cs, err)
 		}
-		cs.ch.mu.Unlock()
 		cs.err = err
 		// done before deliveries: a reader that sees the range end must
 		// already see Err.
@@ -215,7 +265,7 @@ func (cs *Consumer) deliver(d *Delivery) {
 		}
 	}
 	cs.ovMu.Lock()
-	if limit := cs.ch.c.cfg.overflowLimit; limit >= 0 && len(cs.overflow) >= limit {
+	if limit := cs.c.cfg.overflowLimit; limit >= 0 && len(cs.overflow) >= limit {
 		cs.ovMu.Unlock()
 		cs.overflowed(d)
 		return
@@ -225,7 +275,7 @@ func (cs *Consumer) deliver(d *Delivery) {
 	start := !cs.pumping.Load()
 	cs.pumping.Store(true)
 	var wait chan struct{}
-	if cs.ovBytes > cs.ch.c.cfg.consumerMemory {
+	if cs.ovBytes > cs.c.cfg.consumerMemory {
 		// Past the memory limit: hold the reader, which stops reading the
 		// socket, so the broker holds the rest (TCP backpressure), until
 		// the user has read half of it.
@@ -236,18 +286,18 @@ func (cs *Consumer) deliver(d *Delivery) {
 	}
 	cs.ovMu.Unlock()
 	if start {
-		cs.ch.c.startPump(cs)
+		cs.c.startPump(cs)
 	}
 	if wait != nil {
 		// At most memoryWait, then one more frame: a reply the user's loop
 		// waits for (a confirm, say) still gets through, slowly, instead
 		// of the loop and the reader waiting for each other forever.
-		cs.ch.c.conn.HoldReader(func() {
+		cs.channel().gen.conn.HoldReader(func() {
 			t := time.NewTimer(memoryWait)
 			defer t.Stop()
 			select {
 			case <-wait:
-			case <-cs.ch.c.closing:
+			case <-cs.c.closing:
 			case <-t.C:
 			}
 		})
@@ -266,13 +316,13 @@ func deliveryCost(d *Delivery) int { return len(d.Body) + 300 }
 // (or, NoAck, dropped), and the consumer cancelled.
 func (cs *Consumer) overflowed(d *Delivery) {
 	if cs.noAck {
-		cs.ch.c.cfg.logger.Error("amqp: consumer overflow limit reached; delivery dropped", "consumer", cs.tag)
+		cs.c.cfg.logger.Error("amqp: consumer overflow limit reached; delivery dropped", "consumer", cs.tag)
 	} else {
-		cs.ch.Reject(ops.Reject{DeliveryTag: d.DeliveryTag, Requeue: true})
+		d.ch.Reject(ops.Reject{DeliveryTag: d.DeliveryTag, Requeue: true})
 	}
 	if !cs.cancelling {
 		cs.cancelling = true
-		cs.ch.mc.Call(&mux.Request{Method: &proto.BasicCancel{ConsumerTag: cs.tag}, Tag: cs.tag,
+		d.ch.mc.Call(&mux.Request{Method: &proto.BasicCancel{ConsumerTag: cs.tag}, Tag: cs.tag,
 			Done: func(proto.Method, *ops.Message, error) { cs.end(ErrConsumerOverflow) }})
 	}
 }
@@ -296,7 +346,7 @@ func (cs *Consumer) pump(stop <-chan struct{}) {
 		d := cs.overflow[0]
 		cs.overflow[0] = nil
 		cs.overflow = cs.overflow[1:]
-		if cs.ovBytes -= deliveryCost(d); cs.ovBytes <= cs.ch.c.cfg.consumerMemory/2 {
+		if cs.ovBytes -= deliveryCost(d); cs.ovBytes <= cs.c.cfg.consumerMemory/2 {
 			cs.wakeReaderLocked()
 		}
 		cs.ovMu.Unlock()
@@ -327,51 +377,64 @@ func stopped(stop <-chan struct{}) bool {
 // Consume starts a consumer on this channel. It does not block: the
 // promise settles with the consumer once the broker confirms (deliveries
 // may start flowing into its buffer at once). With o.Prefetch set, a
-// basic.qos for this consumer goes out first.
+// basic.qos for this consumer goes out first. A consumer on an explicit
+// channel ends with its channel, also when the connection drops.
 func (ch *Channel) Consume(o ops.Consume) *Promise[*Consumer] {
 	p := newPromise[*Consumer]()
-	ch.consumeInto(p, o, sharedChannel)
+	ch.mu.Lock()
+	prefetch := ch.prefetch
+	ch.mu.Unlock()
+	cs := ch.c.newConsumer(o, false, prefetch)
+	ch.startConsumer(cs, o, func(err error) {
+		if err != nil {
+			p.resolve(nil, err)
+			return
+		}
+		p.resolve(cs, nil)
+	})
 	return p
 }
 
-// consumerChannel says whether a consumer owns its channel.
-type consumerChannel uint8
-
-const (
-	sharedChannel consumerChannel = iota // an explicit Channel
-	ownChannel                           // opened by Client.Consume for this consumer
-)
-
-// consumeInto issues basic.consume (after basic.qos if o.Prefetch is set)
-// and settles p with the consumer or the error. It never blocks.
-func (ch *Channel) consumeInto(p *Promise[*Consumer], o ops.Consume, owner consumerChannel) {
-	tag := o.ConsumerTag
-	if tag == "" {
-		tag = fmt.Sprintf("leveret-%d", ch.c.consumerSeq.Add(1))
+// newConsumer makes the consumer of o, not yet started. With a prefetch
+// limit (the consumer's or its channel's) and manual acks the broker sends
+// at most that many unacknowledged deliveries: that is the buffer, and no
+// slot more (1,000 consumers with prefetch 10 cost 10 slots each, not
+// 1,024). Others get the client's consumer buffer; what does not fit waits
+// in the overflow queue, so a small buffer never loses a delivery.
+func (c *Client) newConsumer(o ops.Consume, own bool, chPrefetch int) *Consumer {
+	if o.ConsumerTag == "" {
+		o.ConsumerTag = fmt.Sprintf("leveret-%d", c.consumerSeq.Add(1))
 	}
-	ch.mu.Lock()
-	if _, dup := ch.consumers[tag]; dup {
-		ch.mu.Unlock()
-		p.resolve(nil, fmt.Errorf("amqp: consumer tag %q already in use on this channel", tag))
-		return
-	}
-	// With a prefetch limit and manual acks the broker sends at most that
-	// many unacknowledged deliveries: that is the buffer, and no slot more
-	// (1,000 consumers with prefetch 10 cost 10 slots each, not 1,024).
-	// Others get the client's consumer buffer; what does not fit waits in
-	// the overflow queue, so a small buffer never loses a delivery.
-	buffer := ch.c.cfg.consumerBuffer
-	if limit := max(int(o.Prefetch), ch.prefetch); limit > 0 && !o.NoAck {
+	buffer := c.cfg.consumerBuffer
+	if limit := max(int(o.Prefetch), chPrefetch); limit > 0 && !o.NoAck {
 		buffer = limit
 	}
-	cs := &Consumer{ch: ch, tag: tag, noAck: o.NoAck, own: owner == ownChannel,
+	return &Consumer{c: c, tag: o.ConsumerTag, noAck: o.NoAck, own: own, o: o,
 		deliveries: make(chan *Delivery, buffer), done: make(chan struct{})}
-	ch.consumers[tag] = cs
+}
+
+// startConsumer issues basic.consume for cs on ch (after basic.qos if
+// o.Prefetch is set) and reports the broker's answer to done: nil on
+// consume-ok. It never blocks. A failure ends cs, except a lost connection
+// under a Client.Consume consumer the client will restart.
+func (ch *Channel) startConsumer(cs *Consumer, o ops.Consume, done func(error)) {
+	ch.mu.Lock()
+	if _, dup := ch.consumers[cs.tag]; dup {
+		ch.mu.Unlock()
+		err := fmt.Errorf("amqp: consumer tag %q already in use on this channel", cs.tag)
+		cs.end(err)
+		done(err)
+		return
+	}
+	ch.consumers[cs.tag] = cs
+	cs.chp.Store(ch)
 	ch.mu.Unlock()
 
 	fail := func(err error) {
-		cs.end(err)
-		p.resolve(nil, err)
+		if !(connLost(err) && cs.waitsForConnection()) {
+			cs.end(err)
+		}
+		done(err)
 	}
 	if o.Prefetch > 0 {
 		if err := ch.mc.Call(&mux.Request{Method: &proto.BasicQos{PrefetchCount: o.Prefetch},
@@ -381,14 +444,14 @@ func (ch *Channel) consumeInto(p *Promise[*Consumer], o ops.Consume, owner consu
 		}
 	}
 	err := ch.mc.Call(&mux.Request{
-		Method: &proto.BasicConsume{Queue: o.Queue, ConsumerTag: tag, NoLocal: o.NoLocal, NoAck: o.NoAck, Exclusive: o.Exclusive, Arguments: o.Args},
-		Tag:    tag,
+		Method: &proto.BasicConsume{Queue: o.Queue, ConsumerTag: cs.tag, NoLocal: o.NoLocal, NoAck: o.NoAck, Exclusive: o.Exclusive, Arguments: o.Args},
+		Tag:    cs.tag,
 		Done: func(_ proto.Method, _ *ops.Message, err error) {
 			if err != nil {
 				fail(err)
 				return
 			}
-			p.resolve(cs, nil)
+			done(nil)
 		}})
 	if err != nil {
 		fail(err)
@@ -401,12 +464,23 @@ func (ch *Channel) consumeInto(p *Promise[*Consumer], o ops.Consume, owner consu
 // block. basic.consume goes out once the client-level operations already
 // issued on o.Queue (its declare, say) have completed, so a consumer may be
 // started right behind the declare of its queue.
+//
+// The consumer survives reconnects: on each new connection it is started
+// again, after the recorded topology, with the same tag, and keeps
+// delivering on the same Deliveries channel (a server-named queue it
+// consumes from is followed to its new name). Deliveries received before a
+// reconnect can no longer be acknowledged (ErrStaleDelivery): the broker
+// requeued them and delivers them again. If restarting fails (the queue is
+// gone, say), the consumer ends with that error.
 func (c *Client) Consume(o ops.Consume) *Promise[*Consumer] {
-	ch, err := c.openChannel(nil)
-	if err != nil {
-		return settled[*Consumer](nil, err)
-	}
 	p := newPromise[*Consumer]()
-	c.pool.afterPending(entityKey('q', o.Queue), func() { ch.consumeInto(p, o, ownChannel) })
+	cs := c.newConsumer(o, true, 0)
+	cs.started = p
+	if err := c.pool.addConsumer(cs); err != nil {
+		cs.end(err)
+		p.resolve(nil, err)
+		return p
+	}
+	c.pool.afterPending(entityKey('q', o.Queue), func() { c.pool.startOwn(cs) })
 	return p
 }

@@ -2,6 +2,7 @@ package leveret
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/leveret-mq/leveret/internal/mux"
 	"github.com/leveret-mq/leveret/internal/proto"
@@ -13,6 +14,14 @@ import (
 // with NoAck). It is refused locally: sending it would make the broker close
 // the channel with 406.
 var ErrUnknownDeliveryTag = errors.New("amqp: unknown delivery tag (already acknowledged?)")
+
+// ErrStaleDelivery reports an ack, nack or reject of a delivery received on
+// a connection that has since dropped and been replaced. It is refused
+// locally and nothing is sent: the broker requeued the delivery when the
+// connection dropped (it is redelivered, with Redelivered set), and its tag
+// on the new connection would name a different message. The error also
+// wraps the lost connection's error.
+var ErrStaleDelivery = errors.New("amqp: stale delivery: received before a reconnect")
 
 // Delivery is a message received by a consumer or by Get. The embedded
 // Message, including Body, belongs to the receiver.
@@ -30,8 +39,9 @@ type Delivery struct {
 
 // Ack acknowledges the delivery. It does not block: the promise settles
 // when the ack is queued for the socket, or at once with an error if the
-// delivery's channel has ended (nothing is sent to another channel) or the
-// delivery was already acknowledged.
+// delivery's channel has ended (nothing is sent to another channel), the
+// delivery was already acknowledged, or it was received before a reconnect
+// (ErrStaleDelivery: the broker has requeued it and redelivers it).
 func (d *Delivery) Ack() *Promise[struct{}] {
 	return d.ch.Ack(ops.Ack{DeliveryTag: d.DeliveryTag})
 }
@@ -85,6 +95,9 @@ func (ch *Channel) acknowledge(tag uint64, multiple bool, m proto.Method) *Promi
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if err := ch.mc.Err(); err != nil {
+		if ch.stale {
+			err = fmt.Errorf("%w: %w", ErrStaleDelivery, err)
+		}
 		return settled(struct{}{}, err)
 	}
 	var record *[]uint64

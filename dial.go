@@ -41,11 +41,23 @@ func Dial(ctx context.Context, url string, opts ...Option) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return dialRounds(ctx, eps, policy)
+	d, err := dialRounds(ctx, eps, policy)
+	if err != nil {
+		return nil, err
+	}
+	return newClient(eps, policy, d), nil
+}
+
+// dialed is a connection whose handshake is complete, not yet running.
+type dialed struct {
+	nc     net.Conn
+	fr     *proto.FrameReader
+	tuning tuning
+	ep     int // index in the client's endpoints
 }
 
 // dialEndpoint makes one connection attempt to u.
-func dialEndpoint(ctx context.Context, u uri, cfg config) (*Client, error) {
+func dialEndpoint(ctx context.Context, u uri, cfg config) (dialed, error) {
 	if cfg.connectionTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, cfg.connectionTimeout)
@@ -54,7 +66,7 @@ func dialEndpoint(ctx context.Context, u uri, cfg config) (*Client, error) {
 
 	nc, err := connect(ctx, u, &cfg)
 	if err != nil {
-		return nil, err
+		return dialed{}, err
 	}
 	// Turn ctx ending into a socket deadline so the blocking handshake
 	// returns; AfterFunc starts a goroutine only if ctx ends first.
@@ -75,10 +87,10 @@ func dialEndpoint(ctx context.Context, u uri, cfg config) (*Client, error) {
 	}
 	if err != nil {
 		nc.Close()
-		return nil, err
+		return dialed{}, err
 	}
 	nc.SetDeadline(time.Time{})
-	return newClient(nc, fr, t, cfg), nil
+	return dialed{nc: nc, fr: fr, tuning: t}, nil
 }
 
 func connect(ctx context.Context, u uri, cfg *config) (net.Conn, error) {

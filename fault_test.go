@@ -74,10 +74,11 @@ func waitCtx(t *testing.T) context.Context {
 	return ctx
 }
 
-// dial connects to s; the client is closed at cleanup, before s.
+// dial connects to s; the client is closed at cleanup, before s. The
+// faults here end the connection for good: the client does not reconnect.
 func dial(t *testing.T, s *fakeserver.Server, opts ...leveret.Option) *leveret.Client {
 	t.Helper()
-	c, err := leveret.Dial(waitCtx(t), s.URL(), opts...)
+	c, err := leveret.Dial(waitCtx(t), s.URL(), append([]leveret.Option{leveret.WithReconnect(nil)}, opts...)...)
 	require.NoError(t, err)
 	t.Cleanup(func() { closeClient(t, c) })
 	return c

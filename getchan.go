@@ -28,9 +28,16 @@ type getChan struct {
 // the reader.
 func (p *pool) get(o ops.Get, prom *Promise[GetResult], reissued int) {
 	reply := getReply(prom, o.NoAck)
+	later := func(seen *generation, err error) {
+		p.retryLater(seen, err, func() { p.get(o, prom, reissued) }, func(err error) { reply(nil, nil, nil, err) })
+	}
 	for {
-		g, err := p.getChannel(o.Queue)
+		g, gen, err := p.getChannel(o.Queue)
 		if err != nil {
+			if connLost(err) {
+				later(gen, err)
+				return
+			}
 			reply(nil, nil, nil, err)
 			return
 		}
@@ -39,6 +46,14 @@ func (p *pool) get(o ops.Get, prom *Promise[GetResult], reissued int) {
 				if discarded(err, reissued) {
 					p.getDone(g)
 					p.get(o, prom, reissued+1) // discarded behind another Get that failed
+					return
+				}
+				if err != nil && !o.NoAck && connLost(err) {
+					// Lost with its connection: a message it took was
+					// requeued, so it may run again on the next one. A
+					// NoAck Get may have taken its message: it fails.
+					p.getDone(g)
+					later(gen, err)
 					return
 				}
 				// The delivery is outstanding before the Get stops counting
@@ -51,6 +66,10 @@ func (p *pool) get(o ops.Get, prom *Promise[GetResult], reissued int) {
 		}
 		p.getDone(g)
 		if !p.retryFresh(g.ch, reissued) {
+			if connLost(err) {
+				later(gen, err)
+				return
+			}
 			reply(nil, nil, nil, err)
 			return
 		}
@@ -65,24 +84,29 @@ func (p *pool) getDone(g *getChan) {
 }
 
 // getChannel returns queue's live Get channel with one more Get pending,
-// opening it (pipelined) if needed.
-func (p *pool) getChannel(queue string) (*getChan, error) {
+// opening it (pipelined) if needed, and the connection it looked at (nil,
+// with errOffline, while the client reconnects).
+func (p *pool) getChannel(queue string) (*getChan, *generation, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if g := p.gets[queue]; g != nil && g.ch.mc.Err() == nil {
+	gen := p.gen.Load()
+	if gen == nil {
+		return nil, nil, errOffline
+	}
+	if g := p.gets[queue]; g != nil && g.ch.gen == gen && g.ch.mc.Err() == nil {
 		g.pending++
-		return g, nil
+		return g, gen, nil
 	}
 	if len(p.gets) >= maxGetChannels {
 		p.closeIdleGetsLocked()
 	}
-	ch, err := p.c.openChannel(nil)
+	ch, err := p.c.openChannel(gen, nil)
 	if err != nil {
-		return nil, err
+		return nil, gen, err
 	}
 	g := &getChan{ch: ch, pending: 1}
 	p.gets[queue] = g
-	return g, nil
+	return g, gen, nil
 }
 
 // closeIdleGetsLocked closes the Get channels that nothing uses: no Get

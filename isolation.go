@@ -45,25 +45,32 @@ func (p *pool) isolateNext() {
 		p.iso.busy = true
 		p.iso.mu.Unlock()
 		err := p.sendVia(pub, p.isolationChannel)
-		if err == nil {
+		switch {
+		case err == nil:
 			return
+		case err == errParked:
+			continue // re-sent on the next connection like any publish
 		}
 		pub.finish(notConfirmed(err))
 	}
 }
 
-func (p *pool) isolationChannel() (*Channel, error) {
+func (p *pool) isolationChannel() (*Channel, *generation, error) {
 	p.iso.mu.Lock()
 	defer p.iso.mu.Unlock()
-	if ch := p.iso.ch; ch != nil && ch.mc.Err() == nil {
-		return ch, nil
+	g := p.gen.Load()
+	if g == nil {
+		return nil, nil, errOffline
 	}
-	ch, err := p.openConfirmed(&pubTracker{pool: p, isolated: true, next: 1})
+	if ch := p.iso.ch; ch != nil && ch.gen == g && ch.mc.Err() == nil {
+		return ch, g, nil
+	}
+	ch, err := p.openConfirmed(g, &pubTracker{pool: p, isolated: true, next: 1})
 	if err != nil {
-		return nil, err
+		return nil, g, err
 	}
 	p.iso.ch = ch
-	return ch, nil
+	return ch, g, nil
 }
 
 // pubBudget bounds the bytes held by unconfirmed client-level publishes

@@ -47,6 +47,9 @@ type config struct {
 	onBlocked         func(blocked bool, reason string)
 	credentials       func(ctx context.Context) (username, password string, err error)
 	onReturn          func(ops.Return)
+	onEvent           func(Event)
+	topologyFilter    func(any) bool
+	topologyOff       bool
 }
 
 func defaultConfig() config {

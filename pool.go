@@ -4,6 +4,7 @@ import (
 	"errors"
 	"hash/maphash"
 	"sync"
+	"sync/atomic"
 
 	"github.com/leveret-mq/leveret/internal/mux"
 	"github.com/leveret-mq/leveret/internal/proto"
@@ -29,11 +30,28 @@ type pool struct {
 	budget pubBudget // bytes held by unconfirmed client-level publishes
 	iso    isolation // suspects of a failed publish, re-sent one at a time
 
-	mu    sync.Mutex
-	chans []*Channel           // replaced when they end
-	last  map[string]*pooledOp // latest unfinished operation per entity key
-	rr    int                  // round robin for operations naming no entity
-	gets  map[string]*getChan  // Client.Get's channels, by queue
+	// gen is the connection operations go to: nil while the client
+	// reconnects (and recovers), when operations park until ready. It is
+	// written under mu and read without it.
+	gen      atomic.Pointer[generation]
+	recovers bool // a reconnect policy is set: a dropped connection parks, not fails
+
+	mu        sync.Mutex
+	chans     []*Channel             // replaced when they end
+	last      map[string]*pooledOp   // latest unfinished operation per entity key
+	rr        int                    // round robin for operations naming no entity
+	gets      map[string]*getChan    // Client.Get's channels, by queue
+	up        chan struct{}          // while offline: closed once a connection is ready
+	parked    []parkedOp             // waiting for the next connection, in order
+	ended     error                  // the client has ended: nothing parks any more
+	consumers map[*Consumer]struct{} // Client.Consume consumers, restarted on a new connection
+}
+
+// parkedOp is an operation waiting for the next connection: run re-sends
+// it; fail settles it if the client ends first.
+type parkedOp struct {
+	run  func()
+	fail func(error)
 }
 
 type pooledOp struct {
@@ -52,9 +70,12 @@ type pooledOp struct {
 	after   []*pooledOp // operations waiting for this one
 }
 
-func newPool(c *Client, n, unconfirmedLimit int) *pool {
-	return &pool{c: c, seed: maphash.MakeSeed(), chans: make([]*Channel, n), last: make(map[string]*pooledOp),
-		budget: pubBudget{limit: unconfirmedLimit}, gets: make(map[string]*getChan)}
+func newPool(c *Client, g *generation, n, unconfirmedLimit int) *pool {
+	p := &pool{c: c, seed: maphash.MakeSeed(), chans: make([]*Channel, n), last: make(map[string]*pooledOp),
+		budget: pubBudget{limit: unconfirmedLimit}, gets: make(map[string]*getChan),
+		recovers: c.policy != nil, consumers: make(map[*Consumer]struct{})}
+	p.gen.Store(g)
+	return p
 }
 
 func (p *pool) issue(keys [2]string, m proto.Method, done replyFunc) {
@@ -146,7 +167,7 @@ func (p *pool) send(op *pooledOp) {
 		return
 	}
 	for {
-		ch, err := p.channel(op.slot)
+		ch, g, err := p.channel(op.slot)
 		if err == nil {
 			// Counted so that publishes discarded with it are re-sent after
 			// it is re-issued (see pubTracker.requests).
@@ -170,16 +191,34 @@ func (p *pool) send(op *pooledOp) {
 			op.reissued++
 			continue
 		}
-		p.finish(op, nil, nil, nil, err)
+		p.sendLater(op, g, err)
 		return
 	}
 }
 
+// sendLater parks op for the next connection if err says the connection
+// (g) was lost and the client reconnects; else op fails with err.
+func (p *pool) sendLater(op *pooledOp, g *generation, err error) {
+	if !connLost(err) {
+		p.finish(op, nil, nil, nil, err)
+		return
+	}
+	p.retryLater(g, err, func() { p.send(op) }, func(err error) { p.finish(op, nil, nil, nil, err) })
+}
+
 func (p *pool) replied(op *pooledOp, reply proto.Method, msg *ops.Message, ch *Channel, err error) {
-	if discarded(err, op.reissued) {
+	switch {
+	case discarded(err, op.reissued):
 		op.reissued++
 		p.send(op)
 		return
+	case err != nil && connLost(err):
+		// Lost with its connection: declares, binds and deletes are
+		// idempotent, so it goes out again on the next one.
+		p.sendLater(op, ch.gen, err)
+		return
+	case err == nil:
+		p.c.rec.observe(op.m, reply)
 	}
 	p.finish(op, reply, msg, ch, err)
 }
@@ -188,7 +227,7 @@ func (p *pool) replied(op *pooledOp, reply proto.Method, msg *ops.Message, ch *C
 // on a fresh channel: ch ended between lookup and call, the connection did
 // not, and tries are left.
 func (p *pool) retryFresh(ch *Channel, tries int) bool {
-	return ch != nil && ch.mc.Err() != nil && p.c.conn.Err() == nil && tries < maxReissues
+	return ch != nil && ch.mc.Err() != nil && ch.gen.conn.Err() == nil && tries < maxReissues
 }
 
 // discarded reports whether err says the broker discarded an operation
@@ -225,28 +264,34 @@ func (p *pool) finish(op *pooledOp, reply proto.Method, msg *ops.Message, ch *Ch
 }
 
 // channel returns the live channel for slot, opening a new one (pipelined,
-// without waiting for open-ok) if there is none or it has ended.
-func (p *pool) channel(slot int) (*Channel, error) {
+// without waiting for open-ok) if there is none or it has ended. It also
+// returns the connection it looked at: nil, with errOffline, while the
+// client reconnects.
+func (p *pool) channel(slot int) (*Channel, *generation, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if ch := p.chans[slot]; ch != nil && ch.mc.Err() == nil {
-		return ch, nil
+	g := p.gen.Load()
+	if g == nil {
+		return nil, nil, errOffline
 	}
-	ch, err := p.openConfirmed(&pubTracker{pool: p, next: 1})
+	if ch := p.chans[slot]; ch != nil && ch.gen == g && ch.mc.Err() == nil {
+		return ch, g, nil
+	}
+	ch, err := p.openConfirmed(g, &pubTracker{pool: p, next: 1})
 	if err != nil {
-		return nil, err
+		return nil, g, err
 	}
 	p.chans[slot] = ch
-	return ch, nil
+	return ch, g, nil
 }
 
-// openConfirmed opens a pooled channel in confirm mode, with t following
-// its publishes. confirm.select is pipelined behind channel.open, before
-// any publish, so the broker counts every publish on it from 1.
-func (p *pool) openConfirmed(t *pubTracker) (*Channel, error) {
+// openConfirmed opens a pooled channel on g in confirm mode, with t
+// following its publishes. confirm.select is pipelined behind channel.open,
+// before any publish, so the broker counts every publish on it from 1.
+func (p *pool) openConfirmed(g *generation, t *pubTracker) (*Channel, error) {
 	ch := newChannel(p.c)
 	ch.pubs = t
-	if err := p.c.open(ch, nil); err != nil {
+	if err := p.c.open(ch, g, nil); err != nil {
 		return nil, err
 	}
 	// Its failure ends the channel, and publishesEnded handles the rest.

@@ -149,40 +149,71 @@ func endpointConfig(u uri, opts []Option) config {
 // dialRounds tries the endpoints in order, round after round with the
 // policy's delays in between, until one connects, ctx ends, the policy
 // gives up or a failure is not worth retrying.
-func dialRounds(ctx context.Context, eps []endpoint, policy ReconnectPolicy) (*Client, error) {
+func dialRounds(ctx context.Context, eps []endpoint, policy ReconnectPolicy) (dialed, error) {
 	for {
-		var round []error
-		for _, ep := range eps {
-			c, err := dialEndpoint(ctx, ep.u, ep.cfg)
-			if err == nil {
-				if policy != nil {
-					policy.Reset()
-				}
-				return c, nil
+		d, round, err := dialRound(ctx, eps, nil)
+		if err == nil {
+			if policy != nil {
+				policy.Reset()
 			}
-			if ctxOver(ctx) || !worthRetrying(err) {
-				return nil, err
-			}
-			round = append(round, err)
+			return d, nil
 		}
-		last := round[0] // one endpoint: its error as it is
-		if len(round) > 1 {
-			last = errors.Join(round...)
+		if round == nil {
+			return dialed{}, err // not worth retrying, or ctx ended
 		}
+		last := joinRound(round)
 		if policy == nil {
-			return nil, last
+			return dialed{}, last
 		}
 		delay, ok := policy.Next()
 		if !ok {
-			return nil, fmt.Errorf("amqp: dial: the reconnect policy gave up: %w", last)
+			return dialed{}, fmt.Errorf("amqp: dial: the reconnect policy gave up: %w", last)
 		}
-		t := time.NewTimer(delay)
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
-			return nil, fmt.Errorf("amqp: dial: %w while waiting to retry; last attempts: %w", context.Cause(ctx), last)
+		if err := sleepCtx(ctx, delay); err != nil {
+			return dialed{}, fmt.Errorf("amqp: dial: %w while waiting to retry; last attempts: %w", err, last)
 		}
+	}
+}
+
+// dialRound tries each endpoint once, in order, calling attempt (if set)
+// before each. It returns the first connection made; else round holds each
+// endpoint's error, or is nil when a failure was not worth retrying or ctx
+// ended (err says which).
+func dialRound(ctx context.Context, eps []endpoint, attempt func(i int)) (d dialed, round []error, err error) {
+	for i, ep := range eps {
+		if attempt != nil {
+			attempt(i)
+		}
+		d, err := dialEndpoint(ctx, ep.u, ep.cfg)
+		if err == nil {
+			d.ep = i
+			return d, nil, nil
+		}
+		if ctxOver(ctx) || !worthRetrying(err) {
+			return dialed{}, nil, err
+		}
+		round = append(round, err)
+	}
+	return dialed{}, round, round[0]
+}
+
+// joinRound is one error for a failed round: one endpoint's as it is.
+func joinRound(round []error) error {
+	if len(round) == 1 {
+		return round[0]
+	}
+	return errors.Join(round...)
+}
+
+// sleepCtx waits d or until ctx ends (then its cause).
+func sleepCtx(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return context.Cause(ctx)
 	}
 }
 

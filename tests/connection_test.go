@@ -262,8 +262,8 @@ func TestConnectionName(t *testing.T) {
 	require.NoError(t, c.Err())
 }
 
-// A connection the broker closes (rabbitmqctl close_connection) ends with
-// 320 CONNECTION_FORCED; pending and later operations fail with that
+// With reconnecting off, a connection the broker closes (rabbitmqctl
+// close_connection) ends the client with 320 CONNECTION_FORCED; pending and later operations fail with that
 // connection error, nothing pending is reported as a success, and Close
 // still returns and joins.
 func TestBrokerClosesConnection(t *testing.T) {
@@ -272,7 +272,7 @@ func TestBrokerClosesConnection(t *testing.T) {
 	ctx := testContext(t)
 	name := uniqueName(t, "conn")
 
-	c, err := leveret.Dial(ctx, amqpURL(), leveret.WithConnectionName(name))
+	c, err := leveret.Dial(ctx, amqpURL(), leveret.WithConnectionName(name), leveret.WithReconnect(nil))
 	require.NoError(t, err)
 	t.Cleanup(func() { c.Close(context.Background()) }) // if the test stops early
 	ch, err := c.Channel(ctx)

@@ -1,0 +1,111 @@
+package leveret
+
+import (
+	"fmt"
+)
+
+// Client.Consume consumers are the client's, not a channel's: the pool
+// keeps them (pool.consumers) from Consume until they end, and starts each
+// one again on every new connection, on a fresh channel of its own, with
+// the same tag and Deliveries channel.
+
+// addConsumer registers a Client.Consume consumer, so that a drop at any
+// time from now on restarts it.
+func (p *pool) addConsumer(cs *Consumer) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.ended != nil {
+		return p.ended
+	}
+	p.consumers[cs] = struct{}{}
+	return nil
+}
+
+// forgetConsumer drops an ended consumer from the registry. A user's
+// cancel (err nil) of the last recorded consumer of an auto-delete queue
+// also forgets that queue: the broker deletes it then.
+func (p *pool) forgetConsumer(cs *Consumer, err error) {
+	p.mu.Lock()
+	delete(p.consumers, cs)
+	queue := cs.o.Queue
+	others := false
+	for other := range p.consumers {
+		others = others || other.o.Queue == queue
+	}
+	p.mu.Unlock()
+	if err == nil && !others {
+		p.c.rec.lastConsumerGone(queue)
+	}
+}
+
+// startOwn starts cs on a fresh channel of the current connection, unless
+// it already runs there, has ended, or no connection is ready (then the
+// supervisor starts it once one is). It returns the broker's answer, or
+// nil if it sent nothing. It never blocks.
+func (p *pool) startOwn(cs *Consumer) *Promise[struct{}] {
+	p.mu.Lock()
+	g := p.gen.Load()
+	_, registered := p.consumers[cs]
+	if !registered || g == nil || cs.onGen == g {
+		p.mu.Unlock()
+		return nil
+	}
+	cs.onGen = g
+	o := cs.o
+	p.mu.Unlock()
+	answer := newPromise[struct{}]()
+	ch, err := p.c.openChannel(g, nil)
+	if err != nil {
+		if connLost(err) && cs.waitsForConnection() {
+			// Lost before the supervisor noticed: it restarts cs.
+			p.retryLater(g, err, func() { p.startOwn(cs) }, cs.end)
+			return nil
+		}
+		cs.end(err)
+		cs.started.resolve(nil, err)
+		answer.resolve(struct{}{}, err)
+		return answer
+	}
+	ch.startConsumer(cs, o, func(err error) {
+		if err == nil {
+			cs.started.resolve(cs, nil)
+		} else if !cs.waitsForConnection() {
+			cs.started.resolve(nil, err)
+		}
+		answer.resolve(struct{}{}, err)
+	})
+	return answer
+}
+
+// recoverConsumers starts every registered consumer on g, following
+// renamed queues, and adds the outcome to rep. It runs on the supervisor,
+// after g carries the recorded topology again.
+func (c *Client) recoverConsumers(g *generation, rep *Recovery) {
+	p := c.pool
+	p.mu.Lock()
+	list := make([]*Consumer, 0, len(p.consumers))
+	for cs := range p.consumers {
+		if name, ok := rep.Renamed[cs.o.Queue]; ok {
+			cs.o.Queue = name
+		}
+		list = append(list, cs)
+	}
+	p.mu.Unlock()
+	type started struct {
+		cs     *Consumer
+		answer *Promise[struct{}]
+	}
+	var waits []started
+	for _, cs := range list {
+		if answer := p.startOwn(cs); answer != nil {
+			waits = append(waits, started{cs, answer})
+		}
+	}
+	for _, w := range waits {
+		if _, err := waitRecovery(c, w.answer); err != nil {
+			rep.Failed = append(rep.Failed, fmt.Errorf("amqp: recovering consumer %q on queue %q: %w", w.cs.tag, w.cs.o.Queue, err))
+			continue
+		}
+		rep.Consumers++
+	}
+}

@@ -1,0 +1,150 @@
+package leveret
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/leveret-mq/leveret/internal/mux"
+	"github.com/leveret-mq/leveret/internal/proto"
+	"github.com/leveret-mq/leveret/ops"
+)
+
+// recoverOn re-declares the client's recorded topology on g, before any
+// parked operation or consumer goes there: exchanges and queues first
+// (server-named queues are declared server-named and renamed in the
+// record), then the bindings, which may name the new names. One entity
+// failing is reported and the rest go on. It runs on the supervisor.
+func (c *Client) recoverOn(g *generation) *Recovery {
+	rep := &Recovery{Renamed: make(map[string]string)}
+	decls := c.rec.declarations()
+	replies, errs := c.replay(g, decls)
+	c.retryLocked(g, decls, replies, errs)
+	for i, item := range decls {
+		if errs[i] != nil {
+			rep.Failed = append(rep.Failed, fmt.Errorf("amqp: recovering %s: %w", describe(item.m), errs[i]))
+			continue
+		}
+		switch item.m.(type) {
+		case *proto.ExchangeDeclare:
+			rep.Exchanges++
+		case *proto.QueueDeclare:
+			rep.Queues++
+			if ok, _ := replies[i].(*proto.QueueDeclareOk); item.serverNamed != "" && ok != nil {
+				rep.Renamed[item.serverNamed] = ok.Queue
+				c.rec.rename(item.serverNamed, ok.Queue)
+			}
+		}
+	}
+	binds := c.rec.bindingsToReplay()
+	_, errs = c.replay(g, binds)
+	for i, item := range binds {
+		if errs[i] != nil {
+			rep.Failed = append(rep.Failed, fmt.Errorf("amqp: recovering %s: %w", describe(item.m), errs[i]))
+			continue
+		}
+		rep.Bindings++
+	}
+	return rep
+}
+
+// Named exclusive queues of the lost connection may still exist for a
+// moment on the broker (until it notices that connection's end), so
+// re-declaring one can meet 405 RESOURCE_LOCKED: it is tried again, every
+// lockedRetryEvery, for at most lockedRetries times.
+const (
+	lockedRetryEvery = 250 * time.Millisecond
+	lockedRetries    = 40
+)
+
+func (c *Client) retryLocked(g *generation, items []replayItem, replies []proto.Method, errs []error) {
+	for try := 0; try < lockedRetries; try++ {
+		var idx []int
+		for i, err := range errs {
+			if q, ok := items[i].m.(*proto.QueueDeclare); ok && q.Exclusive && errors.Is(err, ErrResourceLocked) {
+				idx = append(idx, i)
+			}
+		}
+		if len(idx) == 0 || sleepCtx(c.supCtx, lockedRetryEvery) != nil {
+			return
+		}
+		again := make([]replayItem, len(idx))
+		for k, i := range idx {
+			again[k] = items[i]
+		}
+		r, e := c.replay(g, again)
+		for k, i := range idx {
+			replies[i], errs[i] = r[k], e[k]
+		}
+	}
+}
+
+// replay sends items pipelined on a channel of g and waits for every
+// answer. When one fails, the broker closes the channel and discards those
+// behind it: they are sent again on a fresh channel, so each item gets its
+// own answer. Nothing here is recorded (the record already holds it).
+func (c *Client) replay(g *generation, items []replayItem) ([]proto.Method, []error) {
+	replies := make([]proto.Method, len(items))
+	errs := make([]error, len(items))
+	todo := make([]int, len(items))
+	for i := range todo {
+		todo[i] = i
+	}
+	for len(todo) > 0 {
+		ch, err := c.openChannel(g, nil)
+		if err != nil {
+			for _, i := range todo {
+				errs[i] = err
+			}
+			break
+		}
+		answers := make([]*Promise[proto.Method], len(todo))
+		for k, i := range todo {
+			answer := newPromise[proto.Method]()
+			answers[k] = answer
+			if err := ch.mc.Call(&mux.Request{Method: items[i].m, Done: func(reply proto.Method, _ *ops.Message, err error) {
+				answer.resolve(reply, err)
+			}}); err != nil {
+				answer.resolve(nil, err)
+			}
+		}
+		var next []int
+		for k, i := range todo {
+			reply, err := waitRecovery(c, answers[k])
+			if err != nil && errors.Is(err, ErrNotExecuted) && !isConnectionError(err) {
+				next = append(next, i) // discarded behind a failure
+				continue
+			}
+			replies[i], errs[i] = reply, err
+		}
+		if ch.mc.Err() == nil {
+			ch.mc.Close(func(error) {})
+		}
+		if len(next) == len(todo) { // no answer at all: do not loop
+			for _, i := range next {
+				errs[i] = fmt.Errorf("amqp: recovery made no progress: %w", ch.mc.Err())
+			}
+			break
+		}
+		todo = next
+	}
+	return replies, errs
+}
+
+// describe names a recorded entity for a report.
+func describe(m proto.Method) string {
+	switch m := m.(type) {
+	case *proto.ExchangeDeclare:
+		return fmt.Sprintf("exchange %q", m.Exchange)
+	case *proto.QueueDeclare:
+		if m.Queue == "" {
+			return "server-named queue"
+		}
+		return fmt.Sprintf("queue %q", m.Queue)
+	case *proto.QueueBind:
+		return fmt.Sprintf("binding of queue %q to exchange %q (key %q)", m.Queue, m.Exchange, m.RoutingKey)
+	case *proto.ExchangeBind:
+		return fmt.Sprintf("binding of exchange %q to exchange %q (key %q)", m.Destination, m.Source, m.RoutingKey)
+	}
+	return fmt.Sprint(m.ID())
+}

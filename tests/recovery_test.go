@@ -1,0 +1,267 @@
+package tests
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/leveret-mq/leveret"
+	"github.com/leveret-mq/leveret/ops"
+)
+
+// eventLog collects a client's connection events (WithEventHandler) and
+// lets a test wait for the n-th recovery.
+type eventLog struct {
+	mu     sync.Mutex
+	events []leveret.Event
+	change chan struct{}
+}
+
+func newEventLog() *eventLog { return &eventLog{change: make(chan struct{}, 1)} }
+
+func (l *eventLog) handle(e leveret.Event) {
+	l.mu.Lock()
+	l.events = append(l.events, e)
+	l.mu.Unlock()
+	select {
+	case l.change <- struct{}{}:
+	default:
+	}
+}
+
+func (l *eventLog) of(kind leveret.EventKind) []leveret.Event {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []leveret.Event
+	for _, e := range l.events {
+		if e.Kind == kind {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// waitRecovered waits until n recoveries have been reported and returns
+// the n-th.
+func (l *eventLog) waitRecovered(t *testing.T, n int) leveret.Event {
+	t.Helper()
+	deadline := time.After(opTimeout)
+	for {
+		if got := l.of(leveret.EventRecovered); len(got) >= n {
+			return got[n-1]
+		}
+		select {
+		case <-l.change:
+		case <-deadline:
+			t.Fatalf("recovery %d not reported within %v; events: %v", n, opTimeout, l.kinds())
+		}
+	}
+}
+
+func (l *eventLog) kinds() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, e := range l.events {
+		out = append(out, e.Kind.String())
+	}
+	return out
+}
+
+// forceClose closes the client's current connection from the broker side
+// (rabbitmqctl close_connection), as an operator or a failing node would.
+func forceClose(t *testing.T, name string) {
+	t.Helper()
+	deadline := time.Now().Add(opTimeout)
+	for {
+		pid := connectionPID(t, name)
+		if pid != "" {
+			if out, err := ctlErr("close_connection", pid, "recovery test"); err == nil {
+				return
+			} else if time.Now().After(deadline) {
+				t.Fatalf("rabbitmqctl close_connection: %v: %s", err, out)
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("connection %q not found", name)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// After a forced close the client reconnects by itself and re-declares
+// what it recorded: an exclusive server-named queue (renamed, and the
+// rename reported), its binding, and its consumer, which keeps delivering
+// on the same Deliveries channel with the same tag. A delivery received
+// before the drop is refused locally (ErrStaleDelivery) and comes again,
+// redelivered. An exclusive queue declared on an explicit channel that was
+// closed before the drop is recovered too: the record is the client's.
+func TestRecoveryAfterForcedClose(t *testing.T) {
+	ignore := goleak.IgnoreCurrent()
+	ctx := testContext(t)
+	name := uniqueName(t, "conn")
+	ex := uniqueName(t, "ex")
+	deleteAtEnd(t, nil, []string{ex})
+	log := newEventLog()
+	c, err := leveret.Dial(ctx, amqpURL(), leveret.WithConnectionName(name), leveret.WithEventHandler(log.handle))
+	require.NoError(t, err)
+	defer func() {
+		require.NoError(t, c.Close(context.Background()))
+		goleak.VerifyNone(t, ignore)
+	}()
+
+	_, err = c.ExchangeDeclare(ops.ExchangeDeclare{Exchange: ex, Kind: ops.Direct}).Wait(ctx)
+	require.NoError(t, err)
+	q, err := c.QueueDeclare(ops.QueueDeclare{Exclusive: true}).Wait(ctx)
+	require.NoError(t, err)
+	_, err = c.QueueBind(ops.QueueBind{Queue: q.Queue, Exchange: ex, RoutingKey: "k"}).Wait(ctx)
+	require.NoError(t, err)
+	side := uniqueName(t, "side")
+	ch, err := c.Channel(ctx)
+	require.NoError(t, err)
+	_, err = ch.QueueDeclare(ops.QueueDeclare{Queue: side, Exclusive: true}).Wait(ctx)
+	require.NoError(t, err)
+	require.NoError(t, ch.Close(ctx))
+
+	cs, err := c.Consume(ops.Consume{Queue: q.Queue, Prefetch: 10}).Wait(ctx)
+	require.NoError(t, err)
+	deliveries := cs.Deliveries()
+	publish := func(body string) {
+		t.Helper()
+		_, err := c.Publish(ctx, ops.Publish{Exchange: ex, RoutingKey: "k", Message: ops.Message{Body: []byte(body)}}).Wait(ctx)
+		require.NoError(t, err)
+	}
+	receive := func() *leveret.Delivery {
+		t.Helper()
+		select {
+		case d, ok := <-deliveries:
+			require.True(t, ok, "deliveries closed: %v", cs.Err())
+			return d
+		case <-ctx.Done():
+			t.Fatal("no delivery")
+			return nil
+		}
+	}
+	publish("before")
+	held := receive()
+	require.Equal(t, "before", string(held.Body))
+
+	forceClose(t, name)
+	rec := log.waitRecovered(t, 1)
+	require.Empty(t, rec.Recovery.Failed)
+	newName, renamed := rec.Recovery.Renamed[q.Queue]
+	require.True(t, renamed, "rename of %s not reported: %+v", q.Queue, rec.Recovery)
+	require.NotEqual(t, q.Queue, newName)
+	require.GreaterOrEqual(t, rec.Recovery.Queues, 2)
+	require.Equal(t, 1, rec.Recovery.Exchanges)
+	require.Equal(t, 1, rec.Recovery.Bindings)
+	require.Equal(t, leveret.StateConnected, c.State())
+	require.Nil(t, c.Err())
+	require.Len(t, log.of(leveret.EventDisconnected), 1)
+	require.ErrorIs(t, log.of(leveret.EventDisconnected)[0].Err, leveret.ErrConnectionForced)
+
+	_, err = held.Ack().Wait(ctx)
+	require.ErrorIs(t, err, leveret.ErrStaleDelivery)
+
+	publish("after")
+	got := receive()
+	require.Equal(t, "after", string(got.Body), "the exclusive queue's message was lost with it")
+	require.Equal(t, cs.Tag(), got.ConsumerTag)
+	_, err = got.Ack().Wait(ctx)
+	require.NoError(t, err)
+	require.NoError(t, got.Channel().Err(), "the consumer runs on a live channel")
+
+	queues := brokerQueues(t)
+	_, sideThere := queues[side]
+	require.True(t, sideThere, "queue %s declared on a closed channel was not recovered", side)
+}
+
+// Ten forced closes while a Client.Publish loop runs and a consumer acks:
+// the loop has no recovery code, every publish's promise succeeds, and
+// every message arrives at least once on the same Deliveries channel.
+func TestRecoveryPublishAndConsumeAcrossCloses(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*opTimeout)
+	defer cancel()
+	name := uniqueName(t, "conn")
+	queue := uniqueName(t, "q")
+	deleteAtEnd(t, []string{queue}, nil)
+	log := newEventLog()
+	c := dial(t, leveret.WithConnectionName(name), leveret.WithEventHandler(log.handle))
+	_, err := c.QueueDeclare(ops.QueueDeclare{Queue: queue, Durable: true}).Wait(ctx)
+	require.NoError(t, err)
+	cs, err := c.Consume(ops.Consume{Queue: queue, Prefetch: 50}).Wait(ctx)
+	require.NoError(t, err)
+
+	const total, closes = 3000, 10
+	seen := make(map[int]int)
+	var seenMu sync.Mutex
+	allSeen := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { // owner: this test; exits when every message was seen or ctx ends
+		for {
+			select {
+			case d, ok := <-cs.Deliveries():
+				if !ok {
+					t.Errorf("deliveries closed: %v", cs.Err())
+					return
+				}
+				id, _ := strconv.Atoi(string(d.Body))
+				if _, err := d.Ack().Wait(ctx); err != nil && !errors.Is(err, leveret.ErrStaleDelivery) {
+					t.Errorf("ack: %v", err)
+				}
+				seenMu.Lock()
+				seen[id]++
+				n := len(seen)
+				seenMu.Unlock()
+				if n == total {
+					close(allSeen)
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	})
+	pubErrs := make(chan error, total)
+	wg.Go(func() { // owner: this test; exits after the last publish settles
+		var ps []*leveret.Promise[struct{}]
+		for i := range total {
+			ps = append(ps, c.Publish(ctx, ops.Publish{RoutingKey: queue, Message: ops.Message{Body: []byte(strconv.Itoa(i))}}))
+			if i%100 == 99 {
+				time.Sleep(20 * time.Millisecond) // spread the stream over the closes
+			}
+		}
+		for _, p := range ps {
+			if _, err := p.Wait(ctx); err != nil {
+				pubErrs <- err
+			}
+		}
+	})
+	for i := 1; i <= closes; i++ {
+		forceClose(t, name)
+		log.waitRecovered(t, i)
+	}
+	select {
+	case <-allSeen:
+	case <-ctx.Done():
+		seenMu.Lock()
+		t.Fatalf("saw %d of %d messages", len(seen), total)
+	}
+	wg.Wait()
+	close(pubErrs)
+	for err := range pubErrs {
+		t.Errorf("publish failed: %v", err)
+	}
+	dups := 0
+	for _, n := range seen {
+		dups += n - 1
+	}
+	t.Logf("%d closes: %d messages, %d duplicates, events %d", closes, total, dups, len(log.kinds()))
+	require.Equal(t, leveret.StateConnected, c.State())
+}
