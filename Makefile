@@ -4,8 +4,11 @@ GO ?= go
 
 .PHONY: test demo fuzz broker bench
 
+# The default broker, and an extra independent node (port 5673) that the recovery tests stop
+# and start (rabbitmqctl stop_app) without disturbing the tests that share the default one.
 broker:
 	scripts/broker.sh up
+	scripts/broker.sh node leveret2 5673
 
 # go test runs with -v so that .ci/run can count the top-level "--- PASS/FAIL/SKIP" lines; the
 # per-package "ok"/"FAIL" lines stay in the output as usual.

@@ -4,6 +4,10 @@
 #   scripts/broker.sh up          install (if missing) and start a broker, wait until it answers AMQP
 #   scripts/broker.sh down        stop the broker (errors ignored)
 #   scripts/broker.sh ctl ARGS... run rabbitmqctl ARGS
+#   scripts/broker.sh node NAME PORT
+#                                 start an extra, independent node NAME@host answering AMQP on
+#                                 PORT (distribution port PORT+20000), for tests that stop and
+#                                 start a broker (stop_app) without disturbing the default one
 #
 # The broker address is taken from $AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/).
 # "up" is idempotent: it does nothing when something already answers AMQP there. Debian's
@@ -162,15 +166,56 @@ cmd_down() {
 	fi
 }
 
+# cmd_node starts an extra independent node beside the default one (see BROKER-NOTES: own
+# node name, ports, mnesia, logs, config; run as the rabbitmq user so it shares the cookie).
+cmd_node() {
+	local name=${1:?node name} port=${2:?AMQP port}
+	HOST=127.0.0.1 PORT=$port SCHEME=amqp
+	if probe; then
+		exit 0
+	fi
+	install_broker
+	local base=/var/lib/rabbitmq/leveret-$name
+	"${SUDO[@]}" mkdir -p "$base/mnesia" "$base/log"
+	printf 'listeners.tcp.default = %s\n' "$port" | "${SUDO[@]}" tee "$base/rabbitmq.conf" >/dev/null
+	echo '[].' | "${SUDO[@]}" tee "$base/enabled_plugins" >/dev/null
+	"${SUDO[@]}" chown -R rabbitmq:rabbitmq "$base"
+	local t0=$SECONDS node=$name@$(hostname -s)
+	if "${SUDO[@]}" rabbitmqctl -n "$node" -q ping >/dev/null 2>&1; then
+		say "starting app of $node"
+		"${SUDO[@]}" rabbitmqctl -n "$node" -q start_app >/dev/null 2>&1 || true
+	else
+		say "starting $node on port $port"
+		"${SUDO[@]}" runuser -u rabbitmq -- env RABBITMQ_NODENAME="$node" RABBITMQ_NODE_PORT="$port" \
+			RABBITMQ_DIST_PORT=$((port + 20000)) RABBITMQ_MNESIA_BASE="$base/mnesia" \
+			RABBITMQ_LOG_BASE="$base/log" RABBITMQ_CONFIG_FILE="$base/rabbitmq" \
+			RABBITMQ_ENABLED_PLUGINS_FILE="$base/enabled_plugins" RABBITMQ_PID_FILE="$base/pid" \
+			/usr/lib/rabbitmq/bin/rabbitmq-server -detached >/dev/null 2>&1 || true
+	fi
+	while ! probe; do
+		if ((SECONDS - t0 >= READY_TIMEOUT)); then
+			printf 'broker: node %s not ready after %ds on port %s\n' "$node" "$READY_TIMEOUT" "$port" >&2
+			tail -n 40 "$base"/log/*.log >&2 || true
+			exit 1
+		fi
+		sleep 0.5
+	done
+	say "node $node ready after $((SECONDS - t0))s"
+}
+
 case ${1:-} in
 up) cmd_up ;;
+node)
+	shift
+	cmd_node "$@"
+	;;
 down) cmd_down ;;
 ctl)
 	shift
 	exec "${SUDO[@]}" rabbitmqctl "$@"
 	;;
 *)
-	echo "usage: $0 up | down | ctl ARGS..." >&2
+	echo "usage: $0 up | down | ctl ARGS... | node NAME PORT" >&2
 	exit 2
 	;;
 esac

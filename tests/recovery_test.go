@@ -3,8 +3,12 @@ package tests
 import (
 	"context"
 	"errors"
+	"net"
+	"os"
 	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -51,15 +55,22 @@ func (l *eventLog) of(kind leveret.EventKind) []leveret.Event {
 // the n-th.
 func (l *eventLog) waitRecovered(t *testing.T, n int) leveret.Event {
 	t.Helper()
+	return l.wait(t, leveret.EventRecovered, n)
+}
+
+// wait waits until n events of kind have been reported (they arrive on
+// the client's dispatcher goroutine) and returns the n-th.
+func (l *eventLog) wait(t *testing.T, kind leveret.EventKind, n int) leveret.Event {
+	t.Helper()
 	deadline := time.After(opTimeout)
 	for {
-		if got := l.of(leveret.EventRecovered); len(got) >= n {
+		if got := l.of(kind); len(got) >= n {
 			return got[n-1]
 		}
 		select {
 		case <-l.change:
 		case <-deadline:
-			t.Fatalf("recovery %d not reported within %v; events: %v", n, opTimeout, l.kinds())
+			t.Fatalf("%v event %d not reported within %v; events: %v", kind, n, opTimeout, l.kinds())
 		}
 	}
 }
@@ -198,12 +209,19 @@ func TestRecoveryPublishAndConsumeAcrossCloses(t *testing.T) {
 	cs, err := c.Consume(ops.Consume{Queue: queue, Prefetch: 50}).Wait(ctx)
 	require.NoError(t, err)
 
-	const total, closes = 3000, 10
-	seen := make(map[int]int)
-	var seenMu sync.Mutex
+	const closes = 10
+	var (
+		seenMu sync.Mutex
+		seen   = make(map[int]int)
+		stale  int
+		wg     sync.WaitGroup
+	)
+	stop := make(chan struct{})
+	published := make(chan int, 1)
+	var totalKnown atomic.Int64
+	totalKnown.Store(-1)
 	allSeen := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() { // owner: this test; exits when every message was seen or ctx ends
+	wg.Go(func() { // owner: this test; exits once every published message was seen, or ctx ends
 		for {
 			select {
 			case d, ok := <-cs.Deliveries():
@@ -212,14 +230,24 @@ func TestRecoveryPublishAndConsumeAcrossCloses(t *testing.T) {
 					return
 				}
 				id, _ := strconv.Atoi(string(d.Body))
-				if _, err := d.Ack().Wait(ctx); err != nil && !errors.Is(err, leveret.ErrStaleDelivery) {
+				if _, err := d.Ack().Wait(ctx); errors.Is(err, leveret.ErrStaleDelivery) {
+					stale++
+				} else if err != nil {
 					t.Errorf("ack: %v", err)
 				}
 				seenMu.Lock()
 				seen[id]++
 				n := len(seen)
 				seenMu.Unlock()
-				if n == total {
+				if int64(n) == totalKnown.Load() {
+					close(allSeen)
+					return
+				}
+			case <-time.After(50 * time.Millisecond):
+				seenMu.Lock()
+				n := len(seen)
+				seenMu.Unlock()
+				if int64(n) == totalKnown.Load() {
 					close(allSeen)
 					return
 				}
@@ -228,25 +256,41 @@ func TestRecoveryPublishAndConsumeAcrossCloses(t *testing.T) {
 			}
 		}
 	})
-	pubErrs := make(chan error, total)
-	wg.Go(func() { // owner: this test; exits after the last publish settles
+	wg.Go(func() { // owner: this test; exits when stop is closed, after the last publish settles
 		var ps []*leveret.Promise[struct{}]
-		for i := range total {
-			ps = append(ps, c.Publish(ctx, ops.Publish{RoutingKey: queue, Message: ops.Message{Body: []byte(strconv.Itoa(i))}}))
-			if i%100 == 99 {
-				time.Sleep(20 * time.Millisecond) // spread the stream over the closes
+		i := 0
+		for ; ; i++ {
+			select {
+			case <-stop:
+			default:
+				ps = append(ps, c.Publish(ctx, ops.Publish{RoutingKey: queue, Message: ops.Message{Body: []byte(strconv.Itoa(i))}}))
+				if i%20 == 19 {
+					time.Sleep(2 * time.Millisecond) // a steady stream across the closes
+				}
+				continue
 			}
+			break
 		}
-		for _, p := range ps {
+		for n, p := range ps {
 			if _, err := p.Wait(ctx); err != nil {
-				pubErrs <- err
+				t.Errorf("publish %d failed: %v", n, err)
 			}
 		}
+		published <- i
 	})
 	for i := 1; i <= closes; i++ {
+		time.Sleep(150 * time.Millisecond)
 		forceClose(t, name)
 		log.waitRecovered(t, i)
 	}
+	close(stop)
+	var total int
+	select {
+	case total = <-published:
+	case <-ctx.Done():
+		t.Fatal("publishes did not settle")
+	}
+	totalKnown.Store(int64(total))
 	select {
 	case <-allSeen:
 	case <-ctx.Done():
@@ -254,14 +298,125 @@ func TestRecoveryPublishAndConsumeAcrossCloses(t *testing.T) {
 		t.Fatalf("saw %d of %d messages", len(seen), total)
 	}
 	wg.Wait()
-	close(pubErrs)
-	for err := range pubErrs {
-		t.Errorf("publish failed: %v", err)
-	}
 	dups := 0
 	for _, n := range seen {
 		dups += n - 1
 	}
-	t.Logf("%d closes: %d messages, %d duplicates, events %d", closes, total, dups, len(log.kinds()))
+	t.Logf("%d closes: %d messages, %d duplicates, %d stale acks", closes, total, dups, stale)
 	require.Equal(t, leveret.StateConnected, c.State())
+}
+
+// node2URL is the extra node that scripts/broker.sh starts for tests that
+// stop a broker (make test starts it).
+func node2URL() string {
+	if u := os.Getenv("AMQP_URL_NODE2"); u != "" {
+		return u
+	}
+	return "amqp://guest:guest@127.0.0.1:5673/%2f"
+}
+
+func node2Name(t *testing.T) string {
+	host, err := os.Hostname()
+	require.NoError(t, err)
+	host, _, _ = strings.Cut(host, ".")
+	return "leveret2@" + host
+}
+
+// deadURL is an endpoint where nothing listens.
+func deadURL(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	ln.Close()
+	return "amqp://guest:guest@" + addr + "/%2f"
+}
+
+// The broker stops (stop_app) for 8 s and starts again while a
+// Client.Publish loop and a consumer run: everything resumes with no user
+// code, every publish's promise succeeds, and every message arrives. The
+// client was given three endpoints of which the first is dead: it connects
+// to a live one, first and on every reconnect. A second client waiting out
+// a long reconnect delay meanwhile closes at once.
+func TestRecoveryBrokerRestart(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*opTimeout)
+	defer cancel()
+	node := node2Name(t)
+	urls := []string{deadURL(t), node2URL(), node2URL()}
+	log := newEventLog()
+	c, err := leveret.Dial(ctx, "", leveret.WithFailover(urls...), leveret.WithEventHandler(log.handle))
+	require.NoError(t, err, "dial node %s (make test starts it: scripts/broker.sh node leveret2 5673)", node)
+	defer func() { require.NoError(t, c.Close(context.Background())) }()
+	require.Contains(t, log.wait(t, leveret.EventConnected, 1).Endpoint, "5673")
+
+	waiting, err := leveret.Dial(ctx, node2URL(), leveret.WithReconnect(&leveret.Backoff{Initial: time.Hour, Max: time.Hour}))
+	require.NoError(t, err)
+
+	queue := uniqueName(t, "q")
+	_, err = c.QueueDeclare(ops.QueueDeclare{Queue: queue, Durable: true}).Wait(ctx)
+	require.NoError(t, err)
+	defer func() { c.QueueDelete(ops.QueueDelete{Queue: queue}).Wait(ctx) }()
+	cs, err := c.Consume(ops.Consume{Queue: queue, Prefetch: 20}).Wait(ctx)
+	require.NoError(t, err)
+
+	var wg sync.WaitGroup
+	stop := make(chan struct{})
+	published := make(chan int, 1)
+	wg.Go(func() { // owner: this test; exits when stop is closed, after its publishes settle
+		var ps []*leveret.Promise[struct{}]
+		i := 0
+	loop:
+		for ; ; i++ {
+			select {
+			case <-stop:
+				break loop
+			case <-time.After(5 * time.Millisecond):
+			}
+			pctx, pcancel := context.WithTimeout(ctx, opTimeout)
+			ps = append(ps, c.Publish(pctx, ops.Publish{RoutingKey: queue,
+				Message: ops.Message{Body: []byte(strconv.Itoa(i)), DeliveryMode: ops.Persistent}}))
+			pcancel()
+		}
+		for n, p := range ps {
+			if _, err := p.Wait(ctx); err != nil {
+				t.Errorf("publish %d failed: %v", n, err)
+			}
+		}
+		published <- i
+	})
+	time.Sleep(300 * time.Millisecond)
+	out, err := ctlErr("-n", node, "stop_app")
+	require.NoError(t, err, "stop_app: %s", out)
+	time.Sleep(8 * time.Second)
+
+	closeStart := time.Now()
+	require.NoError(t, waiting.Close(ctx))
+	t.Logf("Close while waiting to reconnect took %v", time.Since(closeStart))
+	require.ErrorIs(t, waiting.Err(), leveret.ErrClosed)
+
+	out, err = ctlErr("-n", node, "start_app")
+	require.NoError(t, err, "start_app: %s", out)
+	log.waitRecovered(t, 1)
+	time.Sleep(300 * time.Millisecond)
+	close(stop)
+	total := <-published
+	wg.Wait()
+
+	seen := make(map[int]bool)
+	for len(seen) < total {
+		select {
+		case d, ok := <-cs.Deliveries():
+			require.True(t, ok, "deliveries closed: %v", cs.Err())
+			id, _ := strconv.Atoi(string(d.Body))
+			seen[id] = true
+			if _, err := d.Ack().Wait(ctx); err != nil {
+				require.ErrorIs(t, err, leveret.ErrStaleDelivery)
+			}
+		case <-ctx.Done():
+			t.Fatalf("saw %d of %d messages", len(seen), total)
+		}
+	}
+	for _, e := range log.of(leveret.EventReconnecting) {
+		require.NotContains(t, e.Endpoint, "guest:guest", "an event shows the password")
+	}
+	t.Logf("%d messages through an 8 s outage; %d reconnect attempts", total, len(log.of(leveret.EventReconnecting)))
 }

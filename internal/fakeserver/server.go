@@ -49,6 +49,10 @@ type Options struct {
 	// Mechanisms is the SASL mechanism list connection.start offers;
 	// default "PLAIN".
 	Mechanisms string
+	// ForgetEnded drops a connection from Conns once its script has
+	// returned, for tests that make many connections and measure the
+	// client's memory (each Conn keeps its read buffer).
+	ForgetEnded bool
 	// ReadTimeout bounds each ReadMethod, ReadFrame and handshake step, so
 	// a script waiting for something the client never sends fails rather
 	// than hangs; it also bounds writes. Default 10 s.
@@ -194,6 +198,9 @@ func (s *Server) serve(nc net.Conn, handshake bool) {
 
 func (s *Server) run(c *Conn, handshake bool) {
 	defer s.wg.Done()
+	if s.opts.ForgetEnded {
+		defer s.forget(c)
+	}
 	defer c.Close()
 	if handshake {
 		if err := c.handshake(); err != nil {
@@ -207,6 +214,17 @@ func (s *Server) run(c *Conn, handshake bool) {
 	}
 	c.start()
 	s.script(c)
+}
+
+func (s *Server) forget(c *Conn) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, other := range s.conns {
+		if other == c {
+			s.conns = append(s.conns[:i], s.conns[i+1:]...)
+			return
+		}
+	}
 }
 
 // errHungUp ends a handshake on purpose (Options.HangUpAfterStartOk).

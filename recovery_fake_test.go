@@ -1,0 +1,115 @@
+package leveret_test
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/leveret-mq/leveret"
+	"github.com/leveret-mq/leveret/internal/fakeserver"
+	"github.com/leveret-mq/leveret/ops"
+)
+
+// fdCount is the number of open file descriptors of this process.
+func fdCount(t *testing.T) int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc/self/fd")
+	require.NoError(t, err)
+	return len(entries)
+}
+
+// heapAfterGC is the live heap after a full collection.
+func heapAfterGC() uint64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	return ms.HeapAlloc
+}
+
+// 100 recoveries in a row (the server hangs up on each connection when
+// told to) leave no goroutine, file descriptor or memory behind: the
+// counts after the 100th equal those after the 10th.
+func TestRecoveryHundredDropsLeaveNothing(t *testing.T) {
+	leakCheck(t)
+	const drops = 100
+	kick := make(chan struct{})
+	s := fakeserver.StartWith(t, fakeserver.Options{AutoOpen: true, ForgetEnded: true}, func(c *fakeserver.Conn) {
+		go func() { // owner: this test; exits when told to drop the connection, or it ends
+			select {
+			case <-kick:
+				c.Close() // the connection drops
+			case <-c.Done():
+			}
+		}()
+		c.Serve() // answers the client's close when the test ends
+	})
+	recovered := make(chan struct{}, drops+1)
+	c := dial(t, s,
+		leveret.WithReconnect(&leveret.Backoff{Initial: time.Millisecond, Max: time.Millisecond}),
+		leveret.WithEventHandler(func(e leveret.Event) {
+			if e.Kind == leveret.EventRecovered {
+				recovered <- struct{}{}
+			}
+		}))
+	var goroutines10, fds10 int
+	var heap10 uint64
+	for i := 1; i <= drops; i++ {
+		kick <- struct{}{}
+		receive(t, recovered, "recovery")
+		if i == 10 {
+			goroutines10, fds10, heap10 = runtime.NumGoroutine(), fdCount(t), heapAfterGC()
+		}
+	}
+	require.Equal(t, leveret.StateConnected, c.State())
+	if n := settledGoroutines(goroutines10); n > goroutines10 {
+		buf := make([]byte, 1<<20)
+		t.Fatalf("goroutines grew from %d to %d:\n%s", goroutines10, n, buf[:runtime.Stack(buf, true)])
+	}
+	require.LessOrEqual(t, fdCount(t), fds10, "file descriptors grew")
+	require.Less(t, heapAfterGC(), heap10+1<<20, "heap grew by more than 1 MiB over 90 recoveries")
+}
+
+// settledGoroutines waits briefly for the goroutine count to reach want
+// (a goroutine that was just joined may still be returning), and returns
+// the count.
+func settledGoroutines(want int) int {
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		n := runtime.NumGoroutine()
+		if n <= want || time.Now().After(deadline) {
+			return n
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// Close while the client waits out a long reconnect delay returns at once
+// and joins the supervisor; what was issued during the outage fails with
+// an error wrapping ErrClosed instead of waiting for a connection.
+func TestRecoveryCloseDuringReconnectWait(t *testing.T) {
+	leakCheck(t)
+	s := fakeserver.StartWith(t, fakeserver.Options{AutoOpen: true}, func(c *fakeserver.Conn) { c.Close() })
+	disconnected := make(chan struct{}, 1)
+	client, err := leveret.Dial(waitCtx(t), s.URL(),
+		leveret.WithReconnect(&leveret.Backoff{Initial: time.Hour, Max: time.Hour}),
+		leveret.WithEventHandler(func(e leveret.Event) {
+			if e.Kind == leveret.EventDisconnected {
+				disconnected <- struct{}{}
+			}
+		}))
+	require.NoError(t, err)
+	receive(t, disconnected, "disconnect")
+	require.Equal(t, leveret.StateReconnecting, client.State())
+	declare := client.QueueDeclare(ops.QueueDeclare{Queue: "parked"})
+	ctx, cancel := context.WithTimeout(context.Background(), waitFor)
+	defer cancel()
+	require.NoError(t, client.Close(ctx))
+	_, err = declare.Wait(ctx)
+	require.ErrorIs(t, err, leveret.ErrClosed)
+	require.ErrorIs(t, client.Err(), leveret.ErrClosed)
+	require.Equal(t, leveret.StateClosed, client.State())
+}
