@@ -83,7 +83,11 @@
 // WithFailover, Dial takes several URLs (and url "") and tries them in
 // order; when all fail it waits the reconnect policy's delay and tries
 // again until its ctx ends (WithReconnect). A connection that drops later
-// is not recovered yet: it ends the Client.
+// is recovered by itself: the client reconnects under the same policy,
+// re-declares the topology the broker confirmed to it, restarts its
+// Client.Consume consumers and re-sends client-level operations and
+// unconfirmed Client.Publish messages (see Client and WithEventHandler).
+// Explicit channels are not recovered yet: they end with the connection.
 //
 // # A pitfall: defer and promises
 //

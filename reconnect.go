@@ -19,8 +19,10 @@ import (
 // a connection is made. A policy belongs to one Client and is called from
 // one goroutine at a time.
 //
-// Today Dial's first connection uses it; recovering a connection that drops
-// later is not built yet: a dropped connection still ends the Client.
+// The same policy paces reconnecting after a drop: the supervisor waits
+// Next's delay before each round (also the first), and calls Reset once
+// the new connection is recovered. When Next gives up, the client ends
+// with the last attempts' errors.
 type ReconnectPolicy interface {
 	// Next returns the delay before the next round, or false to give up.
 	Next() (delay time.Duration, ok bool)
@@ -65,7 +67,9 @@ func (b *Backoff) Reset() { b.attempt = 0 }
 
 // WithReconnect replaces the reconnect policy (default: Backoff with 100 ms
 // doubling to 10 s, no attempt limit); nil turns retrying off, so that Dial
-// tries each endpoint once. Failures not worth retrying end Dial at once:
+// tries each endpoint once and a connection that drops ends the client
+// (Done, Err) instead of being recovered. Failures not worth retrying end
+// Dial, or a reconnect, at once:
 // 403 ACCESS_REFUSED and 530 NOT_ALLOWED (a missing vhost) from the
 // handshake, no SASL mechanism both sides allow, a TLS certificate the
 // client cannot verify or that the server refused, and a peer that breaks
