@@ -38,10 +38,9 @@ func (c *Client) supervise() {
 	defer c.sup.Done()
 	for {
 		g := c.gen.Load()
-		<-g.conn.Dead()
-		// Join its reader and writer: once they are gone every channel of
-		// g has been told, so what will be re-sent is all parked.
-		g.conn.Close(c.supCtx)
+		// Join its reader and writer once it ends: then every channel of g
+		// has been told, so what will be re-sent is all parked.
+		g.conn.Join()
 		if c.isClosing() {
 			return // Close finishes the client
 		}

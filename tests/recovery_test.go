@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -24,6 +25,7 @@ import (
 type eventLog struct {
 	mu     sync.Mutex
 	events []leveret.Event
+	at     []time.Time // when each event arrived
 	change chan struct{}
 }
 
@@ -32,6 +34,7 @@ func newEventLog() *eventLog { return &eventLog{change: make(chan struct{}, 1)} 
 func (l *eventLog) handle(e leveret.Event) {
 	l.mu.Lock()
 	l.events = append(l.events, e)
+	l.at = append(l.at, time.Now())
 	l.mu.Unlock()
 	select {
 	case l.change <- struct{}{}:
@@ -73,6 +76,27 @@ func (l *eventLog) wait(t *testing.T, kind leveret.EventKind, n int) leveret.Eve
 			t.Fatalf("%v event %d not reported within %v; events: %v", kind, n, opTimeout, l.kinds())
 		}
 	}
+}
+
+// outages returns, for each disconnect followed by a recovery, the time
+// between the two events.
+func (l *eventLog) outages() []time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []time.Duration
+	var start time.Time
+	for i, e := range l.events {
+		switch e.Kind {
+		case leveret.EventDisconnected:
+			start = l.at[i]
+		case leveret.EventRecovered:
+			if !start.IsZero() {
+				out = append(out, l.at[i].Sub(start))
+				start = time.Time{}
+			}
+		}
+	}
+	return out
 }
 
 func (l *eventLog) kinds() []string {
@@ -302,7 +326,10 @@ func TestRecoveryPublishAndConsumeAcrossCloses(t *testing.T) {
 	for _, n := range seen {
 		dups += n - 1
 	}
-	t.Logf("%d closes: %d messages, %d duplicates, %d stale acks", closes, total, dups, stale)
+	outages := log.outages()
+	slices.Sort(outages)
+	t.Logf("%d closes: %d messages, %d duplicates, %d stale acks; disconnect to recovered: median %v, max %v",
+		closes, total, dups, stale, outages[len(outages)/2], outages[len(outages)-1])
 	require.Equal(t, leveret.StateConnected, c.State())
 }
 
@@ -419,4 +446,63 @@ func TestRecoveryBrokerRestart(t *testing.T) {
 		require.NotContains(t, e.Endpoint, "guest:guest", "an event shows the password")
 	}
 	t.Logf("%d messages through an 8 s outage; %d reconnect attempts", total, len(log.of(leveret.EventReconnecting)))
+}
+
+// A slow consumer (30 ms per message, manual acks, prefetch 10) across 3
+// forced closes: its stale acks are refused locally, so no channel is
+// closed by an ack of the wrong tag, the consumer never ends, and the
+// redeliveries are no more than the deliveries it held at each close.
+func TestRecoverySlowConsumerStaleAcks(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*opTimeout)
+	defer cancel()
+	name := uniqueName(t, "conn")
+	queue := uniqueName(t, "q")
+	deleteAtEnd(t, []string{queue}, nil)
+	log := newEventLog()
+	c := dial(t, leveret.WithConnectionName(name), leveret.WithEventHandler(log.handle))
+	_, err := c.QueueDeclare(ops.QueueDeclare{Queue: queue, Durable: true}).Wait(ctx)
+	require.NoError(t, err)
+	const total, prefetch, closes = 200, 10, 3
+	var ps []*leveret.Promise[struct{}]
+	for i := range total {
+		ps = append(ps, c.Publish(ctx, ops.Publish{RoutingKey: queue, Message: ops.Message{Body: []byte(strconv.Itoa(i))}}))
+	}
+	_, err = leveret.Collect(ctx, ps)
+	require.NoError(t, err)
+	cs, err := c.Consume(ops.Consume{Queue: queue, Prefetch: prefetch}).Wait(ctx)
+	require.NoError(t, err)
+
+	seen := make(map[int]bool)
+	redelivered, stale, closed := 0, 0, 0
+	next := 40
+	for len(seen) < total {
+		select {
+		case d, ok := <-cs.Deliveries():
+			require.True(t, ok, "the consumer ended: %v", cs.Err())
+			time.Sleep(30 * time.Millisecond)
+			id, _ := strconv.Atoi(string(d.Body))
+			if d.Redelivered {
+				redelivered++
+			}
+			switch _, err := d.Ack().Wait(ctx); {
+			case errors.Is(err, leveret.ErrStaleDelivery):
+				stale++
+			default:
+				require.NoError(t, err)
+				seen[id] = true
+			}
+			if len(seen) == next && closed < closes {
+				closed++
+				next += 40
+				forceClose(t, name)
+				log.waitRecovered(t, closed)
+			}
+		case <-ctx.Done():
+			t.Fatalf("acked %d of %d", len(seen), total)
+		}
+	}
+	require.NoError(t, cs.Err())
+	require.Equal(t, closes, closed)
+	require.LessOrEqual(t, redelivered, closes*prefetch, "more redeliveries than deliveries held")
+	t.Logf("%d forced closes: %d redeliveries, %d stale acks refused locally", closes, redelivered, stale)
 }

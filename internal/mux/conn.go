@@ -191,6 +191,14 @@ func (c *Conn) Close(ctx context.Context) error {
 	return err
 }
 
+// Join waits for the reader and writer to exit, once the connection has
+// ended (Dead is closed): then every channel has been told. Unlike Close it
+// changes nothing, so operations still report the connection's own error.
+func (c *Conn) Join() {
+	<-c.dead
+	c.wg.Wait()
+}
+
 // Abort ends the connection at once with err, without a close handshake,
 // and joins the goroutines. It is for owners that must stop on a fault.
 func (c *Conn) Abort(err error) {
