@@ -95,7 +95,9 @@ func (ch *Channel) acknowledge(tag uint64, multiple bool, m proto.Method) *Promi
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if err := ch.mc.Err(); err != nil {
-		if ch.stale {
+		// Stale also in the moment between the connection's end and the
+		// channel being told (ch.stale): the client reconnects either way.
+		if ch.stale || (isConnectionError(err) && ch.c.pool.reconnects()) {
 			err = fmt.Errorf("%w: %w", ErrStaleDelivery, err)
 		}
 		return settled(struct{}{}, err)

@@ -46,12 +46,9 @@ func (p *pool) retryLater(seen *generation, err error, run func(), fail func(err
 	fail(err)
 }
 
-// reconnects reports whether a connection lost now will be replaced.
-func (p *pool) reconnects() bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.recovers && p.ended == nil
-}
+// reconnects reports whether a connection lost now will be replaced. It
+// takes no lock (callers may hold a Channel's).
+func (p *pool) reconnects() bool { return p.recovers && !p.over.Load() }
 
 // offline marks g as gone: operations park until ready installs the next
 // connection. Idempotent; any goroutine that notices g's end may call it.
@@ -116,6 +113,7 @@ func (p *pool) end(err error) {
 		return
 	}
 	p.ended = err
+	p.over.Store(true)
 	up, parked := p.up, p.parked
 	p.up, p.parked = nil, nil
 	var waiting []*Consumer

@@ -34,7 +34,8 @@ type pool struct {
 	// reconnects (and recovers), when operations park until ready. It is
 	// written under mu and read without it.
 	gen      atomic.Pointer[generation]
-	recovers bool // a reconnect policy is set: a dropped connection parks, not fails
+	recovers bool        // a reconnect policy is set: a dropped connection parks, not fails
+	over     atomic.Bool // ended is set, for readers that cannot take mu
 
 	mu        sync.Mutex
 	chans     []*Channel             // replaced when they end
