@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"github.com/leveret-mq/leveret/internal/mux"
 	"github.com/leveret-mq/leveret/internal/proto"
@@ -17,8 +18,7 @@ import (
 // error, and Err reports it. Methods are safe for concurrent use.
 type Channel struct {
 	c   *Client
-	gen *generation // the connection it runs on
-	mc  *mux.Channel
+	cur atomic.Pointer[link] // the AMQP channel it runs on now; replaced when it is re-opened after a reconnect
 
 	done    chan struct{} // closed when the channel has ended
 	endOnce sync.Once
@@ -37,6 +37,7 @@ type Channel struct {
 	onClose   func(error)
 	ended     bool
 	stale     bool // ended with a connection the client replaced: acks are refused
+	recovery       // explicit channels: re-opened on the next connection (chanrecovery.go)
 	// settled is closed (and cleared) when no delivery awaits an
 	// acknowledgement; made by waitSettled. closeWhenSettled: a cancelled
 	// Client.Consume consumer's channel closes then.
@@ -64,9 +65,28 @@ func (c *Client) open(ch *Channel, g *generation, opened func(error)) error {
 	if err != nil {
 		return err
 	}
-	ch.gen, ch.mc = g, mc
+	ch.cur.Store(&link{gen: g, mc: mc})
 	return nil
 }
+
+// link is one AMQP channel of a Channel: single-use, like its connection.
+type link struct {
+	gen  *generation
+	mc   *mux.Channel
+	base uint64 // confirm mode: publishes sent on earlier links (see OnReopen)
+}
+
+// connectionLost reports whether the channel's connection has ended and
+// the client will replace it (not a channel error, not our own Close).
+func (ch *Channel) connectionLost() bool {
+	return ch.generation().conn.Err() != nil && ch.c.pool.reconnects()
+}
+
+// mux is the AMQP channel the Channel runs on now.
+func (ch *Channel) mux() *mux.Channel { return ch.cur.Load().mc }
+
+// generation is the connection the Channel runs on now.
+func (ch *Channel) generation() *generation { return ch.cur.Load().gen }
 
 // muxHandler is how mux reaches a Channel: the same value under a type
 // whose methods only mux calls, so that they are not part of Channel's API
@@ -92,11 +112,11 @@ func (ch *Channel) async(m proto.Method, msg *ops.Message) {
 		if cs == nil {
 			// A delivery racing a cancel we already completed: give it back.
 			ch.c.cfg.logger.Warn("amqp: delivery for unknown consumer; rejecting with requeue", "consumer", m.ConsumerTag)
-			ch.mc.Call(&mux.Request{Method: &proto.BasicReject{DeliveryTag: m.DeliveryTag, Requeue: true}})
+			ch.mux().Call(&mux.Request{Method: &proto.BasicReject{DeliveryTag: m.DeliveryTag, Requeue: true}})
 			return
 		}
 		cs.deliver(&Delivery{Message: *msg, ConsumerTag: m.ConsumerTag, DeliveryTag: m.DeliveryTag,
-			Redelivered: m.Redelivered, Exchange: m.Exchange, RoutingKey: m.RoutingKey, ch: ch})
+			Redelivered: m.Redelivered, Exchange: m.Exchange, RoutingKey: m.RoutingKey, ch: ch, on: ch.cur.Load()})
 	case *proto.BasicCancel:
 		ch.mu.Lock()
 		cs := ch.consumers[m.ConsumerTag]
@@ -123,26 +143,38 @@ func (ch *Channel) async(m proto.Method, msg *ops.Message) {
 			ch.pubs.confirmed(m.DeliveryTag, m.Multiple, true)
 			return
 		}
-		ch.confirmed(Confirmation{Ack: true, DeliveryTag: m.DeliveryTag, Multiple: m.Multiple})
+		ch.confirmed(Confirmation{Ack: true, DeliveryTag: ch.cur.Load().base + m.DeliveryTag, Multiple: m.Multiple})
 	case *proto.BasicNack:
 		if ch.pubs != nil {
 			ch.pubs.confirmed(m.DeliveryTag, m.Multiple, false)
 			return
 		}
-		ch.confirmed(Confirmation{DeliveryTag: m.DeliveryTag, Multiple: m.Multiple})
+		ch.confirmed(Confirmation{DeliveryTag: ch.cur.Load().base + m.DeliveryTag, Multiple: m.Multiple})
 	}
 }
 
 // closed is told that the channel ended (see mux.Handler); it runs on the
 // reader goroutine.
 func (ch *Channel) closed(err error) {
+	if ch.recovers && ch.connectionLost() {
+		ch.suspend(err) // re-opened on the next connection (reopen)
+		return
+	}
+	ch.end(err)
+}
+
+// end ends the channel for good with err.
+func (ch *Channel) end(err error) {
+	if ch.recovers {
+		ch.c.pool.forgetChannel(ch)
+	}
 	ch.endOnce.Do(func() {
 		ch.endErr = err
 		close(ch.done)
 	})
 	// The client reconnects: deliveries of this channel are stale, and a
 	// Client.Consume consumer waits for the next connection.
-	reconnects := isConnectionError(err) && ch.c.pool.reconnects()
+	reconnects := ch.connectionLost()
 	ch.mu.Lock()
 	consumers := make([]*Consumer, 0, len(ch.consumers))
 	for tag, cs := range ch.consumers {
@@ -159,6 +191,10 @@ func (ch *Channel) closed(err error) {
 	ch.closeWhenSettled = false
 	ch.notifySettledLocked()
 	onClose := ch.onClose
+	if ch.up != nil { // suspended: Publish and Send waiting for the next connection see the end
+		close(ch.up)
+		ch.up = nil
+	}
 	ch.mu.Unlock()
 	if onClose != nil {
 		ch.c.dispatch.postBatched(func() { onClose(err) })
@@ -185,7 +221,7 @@ func (ch *Channel) notifySettledLocked() {
 	}
 	if ch.closeWhenSettled {
 		ch.closeWhenSettled = false
-		ch.mc.Close(func(error) {})
+		ch.mux().Close(func(error) {})
 	}
 }
 
@@ -227,11 +263,15 @@ func (ch *Channel) Err() error {
 
 // Close closes the channel after everything issued on it so far and waits,
 // until ctx ends, for the broker to confirm. Closing a channel that has
-// already ended returns nil; its Err says why it ended.
+// already ended returns nil; its Err says why it ended. Closing a channel
+// that waits to be re-opened after a dropped connection ends it at once.
 func (ch *Channel) Close(ctx context.Context) error {
+	if ch.endIfSuspended() {
+		return nil
+	}
 	p := newPromise[struct{}]()
-	if err := ch.mc.Close(func(err error) { p.resolve(struct{}{}, err) }); err != nil {
-		if ch.mc.Err() != nil || errors.Is(err, ErrClosed) {
+	if err := ch.mux().Close(func(err error) { p.resolve(struct{}{}, err) }); err != nil {
+		if ch.mux().Err() != nil || errors.Is(err, ErrClosed) {
 			return nil
 		}
 		return err
@@ -244,7 +284,7 @@ func (ch *Channel) Close(ctx context.Context) error {
 }
 
 func (ch *Channel) issue(_ [2]string, m proto.Method, done replyFunc) {
-	err := ch.mc.Call(&mux.Request{Method: m, Done: func(reply proto.Method, msg *ops.Message, err error) {
+	err := ch.mux().Call(&mux.Request{Method: m, Done: func(reply proto.Method, msg *ops.Message, err error) {
 		if err == nil {
 			ch.c.rec.observe(m, reply) // topology is the client's, whichever channel declared it
 		}

@@ -21,8 +21,9 @@ import (
 // outage are re-sent on the next connection, so their promises settle
 // then; Client.Publish re-sends its unconfirmed messages (at-least-once)
 // and a new Publish waits, under its ctx, for the next connection. An
-// explicit Channel (and what runs on it: confirm.Publisher, tx.Tx) is not
-// recovered yet: it ends with the connection's error.
+// explicit Channel is re-opened with its prefetch, confirm and transaction
+// modes and consumers; what was pending on it at the drop fails with the
+// connection's error (see Channel.OnReopen, ErrTransactionLost).
 //
 // Operations called on the Client are the safe level. Topology operations
 // and Publish run on a small pool of the client's own channels, in confirm
@@ -172,13 +173,17 @@ func (c *Client) Channel(ctx context.Context) (*Channel, error) {
 		return nil, err
 	}
 	opened := newPromise[struct{}]()
-	ch, err := c.openChannel(g, func(err error) { opened.resolve(struct{}{}, err) })
-	if err != nil {
+	ch := newChannel(c)
+	ch.recovers = c.policy != nil
+	if err := c.open(ch, g, func(err error) { opened.resolve(struct{}{}, err) }); err != nil {
 		return nil, err
 	}
 	if _, err := opened.Wait(ctx); err != nil {
-		ch.mc.Close(func(error) {}) // nobody will use it: do not leak the number
+		ch.mux().Close(func(error) {}) // nobody will use it: do not leak the number
 		return nil, err
+	}
+	if ch.recovers {
+		c.pool.addChannel(ch)
 	}
 	return ch, nil
 }

@@ -121,7 +121,7 @@ func (t *pubTracker) send(ch *Channel, pub *clientPub) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.ended {
-		return ch.mc.Err()
+		return ch.mux().Err()
 	}
 	tag := t.next
 	if pub.m.Mandatory {
@@ -130,7 +130,7 @@ func (t *pubTracker) send(ch *Channel, pub *clientPub) error {
 		}
 		pub.msg.Headers[tagHeader] = int64(tag)
 	}
-	sent, err := ch.mc.PublishNow(&pub.m, &pub.msg)
+	sent, err := ch.mux().PublishNow(&pub.m, &pub.msg)
 	if err != nil {
 		return err
 	}
@@ -428,7 +428,7 @@ func (p *pool) publishesEnded(ch *Channel, err error) {
 				pub.finish(&ReturnedError{Return: *pub.ret})
 				continue
 			}
-			p.resendLater(pub, ch.gen, err)
+			p.resendLater(pub, ch.generation(), err)
 		}
 		if t.isolated {
 			p.isolateNext() // the suspects still queued fail too: nothing can send them
@@ -449,7 +449,7 @@ func (p *pool) publishesEnded(ch *Channel, err error) {
 			culprit = firstUnreturned(pubs, func(pub *clientPub) bool { return pub.m.Exchange == exchange })
 		}
 	}
-	failedAt := ch.mc.FailedAt() // a topology operation's place, when one failed
+	failedAt := ch.mux().FailedAt() // a topology operation's place, when one failed
 	var suspects, again []*clientPub
 	for i, pub := range pubs {
 		switch {

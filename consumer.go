@@ -111,7 +111,7 @@ func (cs *Consumer) Err() error {
 func (cs *Consumer) Cancel() *Promise[struct{}] {
 	p := newPromise[struct{}]()
 	ch := cs.channel()
-	if ch == nil || ch.mc.Err() != nil {
+	if ch == nil || ch.mux().Err() != nil {
 		if cs.waitsForConnection() {
 			// Nothing runs on the broker: it ends here, and is not restarted.
 			cs.end(nil)
@@ -123,7 +123,7 @@ func (cs *Consumer) Cancel() *Promise[struct{}] {
 			return p
 		}
 	}
-	err := ch.mc.Call(&mux.Request{Method: &proto.BasicCancel{ConsumerTag: cs.tag}, Tag: cs.tag,
+	err := ch.mux().Call(&mux.Request{Method: &proto.BasicCancel{ConsumerTag: cs.tag}, Tag: cs.tag,
 		Done: func(_ proto.Method, _ *ops.Message, err error) {
 			if err != nil && cs.waitsForConnection() {
 				err = nil // the connection dropped under the cancel: nothing to restart
@@ -148,7 +148,7 @@ func (cs *Consumer) waitsForConnection() bool {
 		return false
 	}
 	ch := cs.channel()
-	return (ch == nil || ch.mc.Err() != nil) && cs.c.pool.reconnects()
+	return (ch == nil || ch.mux().Err() != nil) && cs.c.pool.reconnects()
 }
 
 // Shutdown stops the consumer gracefully, blocking until ctx ends: it
@@ -210,7 +210,7 @@ func (cs *Consumer) endErr(err error) error {
 
 func (cs *Consumer) closeOwn() {
 	if ch := cs.channel(); cs.own && ch != nil {
-		ch.mc.Close(func(error) {})
+		ch.mux().Close(func(error) {})
 	}
 }
 
@@ -292,7 +292,7 @@ func (cs *Consumer) deliver(d *Delivery) {
 		// At most memoryWait, then one more frame: a reply the user's loop
 		// waits for (a confirm, say) still gets through, slowly, instead
 		// of the loop and the reader waiting for each other forever.
-		cs.channel().gen.conn.HoldReader(func() {
+		cs.channel().generation().conn.HoldReader(func() {
 			t := time.NewTimer(memoryWait)
 			defer t.Stop()
 			select {
@@ -322,7 +322,7 @@ func (cs *Consumer) overflowed(d *Delivery) {
 	}
 	if !cs.cancelling {
 		cs.cancelling = true
-		d.ch.mc.Call(&mux.Request{Method: &proto.BasicCancel{ConsumerTag: cs.tag}, Tag: cs.tag,
+		d.ch.mux().Call(&mux.Request{Method: &proto.BasicCancel{ConsumerTag: cs.tag}, Tag: cs.tag,
 			Done: func(proto.Method, *ops.Message, error) { cs.end(ErrConsumerOverflow) }})
 	}
 }
@@ -437,13 +437,13 @@ func (ch *Channel) startConsumer(cs *Consumer, o ops.Consume, done func(error)) 
 		done(err)
 	}
 	if o.Prefetch > 0 {
-		if err := ch.mc.Call(&mux.Request{Method: &proto.BasicQos{PrefetchCount: o.Prefetch},
+		if err := ch.mux().Call(&mux.Request{Method: &proto.BasicQos{PrefetchCount: o.Prefetch},
 			Done: func(proto.Method, *ops.Message, error) {}}); err != nil {
 			fail(err)
 			return
 		}
 	}
-	err := ch.mc.Call(&mux.Request{
+	err := ch.mux().Call(&mux.Request{
 		Method: &proto.BasicConsume{Queue: o.Queue, ConsumerTag: cs.tag, NoLocal: o.NoLocal, NoAck: o.NoAck, Exclusive: o.Exclusive, Arguments: o.Args},
 		Tag:    cs.tag,
 		Done: func(_ proto.Method, _ *ops.Message, err error) {

@@ -35,6 +35,7 @@ type Delivery struct {
 	MessageCount uint32 // for Get: messages left in the queue
 
 	ch *Channel
+	on *link // the AMQP channel it arrived on: its tag means nothing on another
 }
 
 // Ack acknowledges the delivery. It does not block: the promise settles
@@ -43,19 +44,37 @@ type Delivery struct {
 // delivery was already acknowledged, or it was received before a reconnect
 // (ErrStaleDelivery: the broker has requeued it and redelivers it).
 func (d *Delivery) Ack() *Promise[struct{}] {
+	if err := d.stale(); err != nil {
+		return settled(struct{}{}, err)
+	}
 	return d.ch.Ack(ops.Ack{DeliveryTag: d.DeliveryTag})
+}
+
+// stale refuses an acknowledgement of a delivery whose channel has been
+// re-opened since: the tag would name another message there.
+func (d *Delivery) stale() error {
+	if d.ch == nil || d.on == nil || d.ch.cur.Load() == d.on {
+		return nil
+	}
+	return fmt.Errorf("%w: %w", ErrStaleDelivery, d.on.mc.Err())
 }
 
 // Nack rejects the delivery (and, with o.Multiple, every earlier
 // unacknowledged one on its channel). o.DeliveryTag is ignored.
 func (d *Delivery) Nack(o ops.Nack) *Promise[struct{}] {
 	o.DeliveryTag = d.DeliveryTag
+	if err := d.stale(); err != nil {
+		return settled(struct{}{}, err)
+	}
 	return d.ch.Nack(o)
 }
 
 // Reject rejects the delivery. o.DeliveryTag is ignored.
 func (d *Delivery) Reject(o ops.Reject) *Promise[struct{}] {
 	o.DeliveryTag = d.DeliveryTag
+	if err := d.stale(); err != nil {
+		return settled(struct{}{}, err)
+	}
 	return d.ch.Reject(o)
 }
 
@@ -94,10 +113,10 @@ func (ch *Channel) Reject(o ops.Reject) *Promise[struct{}] {
 func (ch *Channel) acknowledge(tag uint64, multiple bool, m proto.Method) *Promise[struct{}] {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
-	if err := ch.mc.Err(); err != nil {
+	if err := ch.mux().Err(); err != nil {
 		// Stale also in the moment between the connection's end and the
 		// channel being told (ch.stale): the client reconnects either way.
-		if ch.stale || (isConnectionError(err) && ch.c.pool.reconnects()) {
+		if ch.stale || ch.connectionLost() {
 			err = fmt.Errorf("%w: %w", ErrStaleDelivery, err)
 		}
 		return settled(struct{}{}, err)
@@ -122,9 +141,9 @@ func (ch *Channel) acknowledge(tag uint64, multiple bool, m proto.Method) *Promi
 		// merge this ack with the one queued before it. Not in transaction
 		// mode, where a rollback makes acked tags outstanding again.
 		cumulative := !ch.tx && (multiple || ch.unacked.noneUpTo(tag))
-		err = ch.mc.Ack(mux.Ack{Tag: tag, Multiple: multiple, Cumulative: cumulative})
+		err = ch.mux().Ack(mux.Ack{Tag: tag, Multiple: multiple, Cumulative: cumulative})
 	} else {
-		err = ch.mc.Call(&mux.Request{Method: m})
+		err = ch.mux().Call(&mux.Request{Method: m})
 	}
 	if err != nil {
 		return settled(struct{}{}, err)
@@ -147,11 +166,17 @@ func (ch *Channel) Recover(o ops.Recover) *Promise[struct{}] {
 
 // Qos sets the prefetch limits (basic.qos). It does not block.
 func (ch *Channel) Qos(o ops.Qos) *Promise[struct{}] {
+	ch.mu.Lock()
 	if o.PrefetchCount > 0 {
-		ch.mu.Lock()
 		ch.prefetch = max(ch.prefetch, int(o.PrefetchCount))
-		ch.mu.Unlock()
 	}
+	q := o
+	if o.Global {
+		ch.qos[1] = &q // re-applied when the channel is re-opened
+	} else {
+		ch.qos[0] = &q
+	}
+	ch.mu.Unlock()
 	return issue(ch, [2]string{}, &proto.BasicQos{PrefetchCount: o.PrefetchCount, PrefetchSize: o.PrefetchSize, Global: o.Global},
 		func(proto.Method) struct{} { return struct{}{} })
 }

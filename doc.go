@@ -87,7 +87,7 @@
 // re-declares the topology the broker confirmed to it, restarts its
 // Client.Consume consumers and re-sends client-level operations and
 // unconfirmed Client.Publish messages (see Client and WithEventHandler).
-// Explicit channels are not recovered yet: they end with the connection.
+// Explicit channels are re-opened with their set-up (see Channel).
 //
 // # A pitfall: defer and promises
 //

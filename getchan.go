@@ -41,7 +41,7 @@ func (p *pool) get(o ops.Get, prom *Promise[GetResult], reissued int) {
 			reply(nil, nil, nil, err)
 			return
 		}
-		err = g.ch.mc.Call(&mux.Request{Method: &proto.BasicGet{Queue: o.Queue, NoAck: o.NoAck},
+		err = g.ch.mux().Call(&mux.Request{Method: &proto.BasicGet{Queue: o.Queue, NoAck: o.NoAck},
 			Done: func(m proto.Method, msg *ops.Message, err error) {
 				if discarded(err, reissued) {
 					p.getDone(g)
@@ -93,7 +93,7 @@ func (p *pool) getChannel(queue string) (*getChan, *generation, error) {
 	if gen == nil {
 		return nil, nil, errOffline
 	}
-	if g := p.gets[queue]; g != nil && g.ch.gen == gen && g.ch.mc.Err() == nil {
+	if g := p.gets[queue]; g != nil && g.ch.generation() == gen && g.ch.mux().Err() == nil {
 		g.pending++
 		return g, gen, nil
 	}
@@ -113,7 +113,7 @@ func (p *pool) getChannel(queue string) (*getChan, *generation, error) {
 // pending and no delivery awaiting an acknowledgement.
 func (p *pool) closeIdleGetsLocked() {
 	for q, g := range p.gets {
-		if g.ch.mc.Err() != nil {
+		if g.ch.mux().Err() != nil {
 			delete(p.gets, q)
 			continue
 		}
@@ -121,7 +121,7 @@ func (p *pool) closeIdleGetsLocked() {
 		idle := g.pending == 0 && g.ch.unacked.empty()
 		g.ch.mu.Unlock()
 		if idle {
-			g.ch.mc.Close(func(error) {})
+			g.ch.mux().Close(func(error) {})
 			delete(p.gets, q)
 		}
 	}

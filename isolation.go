@@ -62,7 +62,7 @@ func (p *pool) isolationChannel() (*Channel, *generation, error) {
 	if g == nil {
 		return nil, nil, errOffline
 	}
-	if ch := p.iso.ch; ch != nil && ch.gen == g && ch.mc.Err() == nil {
+	if ch := p.iso.ch; ch != nil && ch.generation() == g && ch.mux().Err() == nil {
 		return ch, g, nil
 	}
 	ch, err := p.openConfirmed(g, &pubTracker{pool: p, isolated: true, next: 1})

@@ -118,7 +118,7 @@ func (p *pool) end(err error) {
 	p.up, p.parked = nil, nil
 	var waiting []*Consumer
 	for cs := range p.consumers {
-		if ch := cs.channel(); ch == nil || ch.mc.Err() != nil {
+		if ch := cs.channel(); ch == nil || ch.mux().Err() != nil {
 			waiting = append(waiting, cs)
 		}
 	}
@@ -132,6 +132,7 @@ func (p *pool) end(err error) {
 	for _, cs := range waiting {
 		cs.end(err)
 	}
+	p.endSuspended(err)
 }
 
 // waitLive returns the connection operations go to, waiting while the

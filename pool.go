@@ -46,6 +46,7 @@ type pool struct {
 	parked    []parkedOp             // waiting for the next connection, in order
 	ended     error                  // the client has ended: nothing parks any more
 	consumers map[*Consumer]struct{} // Client.Consume consumers, restarted on a new connection
+	channels  map[*Channel]struct{}  // explicit channels, re-opened on a new connection
 }
 
 // parkedOp is an operation waiting for the next connection: run re-sends
@@ -74,7 +75,7 @@ type pooledOp struct {
 func newPool(c *Client, g *generation, n, unconfirmedLimit int) *pool {
 	p := &pool{c: c, seed: maphash.MakeSeed(), chans: make([]*Channel, n), last: make(map[string]*pooledOp),
 		budget: pubBudget{limit: unconfirmedLimit}, gets: make(map[string]*getChan),
-		recovers: c.policy != nil, consumers: make(map[*Consumer]struct{})}
+		recovers: c.policy != nil, consumers: make(map[*Consumer]struct{}), channels: make(map[*Channel]struct{})}
 	p.gen.Store(g)
 	return p
 }
@@ -173,7 +174,7 @@ func (p *pool) send(op *pooledOp) {
 			// Counted so that publishes discarded with it are re-sent after
 			// it is re-issued (see pubTracker.requests).
 			ch.pubs.requestStarted()
-			err = ch.mc.Call(&mux.Request{Method: op.m, Done: func(reply proto.Method, msg *ops.Message, err error) {
+			err = ch.mux().Call(&mux.Request{Method: op.m, Done: func(reply proto.Method, msg *ops.Message, err error) {
 				p.replied(op, reply, msg, ch, err)
 				ch.pubs.requestDone()
 			}})
@@ -216,7 +217,7 @@ func (p *pool) replied(op *pooledOp, reply proto.Method, msg *ops.Message, ch *C
 	case err != nil && connLost(err):
 		// Lost with its connection: declares, binds and deletes are
 		// idempotent, so it goes out again on the next one.
-		p.sendLater(op, ch.gen, err)
+		p.sendLater(op, ch.generation(), err)
 		return
 	case err == nil:
 		p.c.rec.observe(op.m, reply)
@@ -228,7 +229,7 @@ func (p *pool) replied(op *pooledOp, reply proto.Method, msg *ops.Message, ch *C
 // on a fresh channel: ch ended between lookup and call, the connection did
 // not, and tries are left.
 func (p *pool) retryFresh(ch *Channel, tries int) bool {
-	return ch != nil && ch.mc.Err() != nil && ch.gen.conn.Err() == nil && tries < maxReissues
+	return ch != nil && ch.mux().Err() != nil && ch.generation().conn.Err() == nil && tries < maxReissues
 }
 
 // discarded reports whether err says the broker discarded an operation
@@ -275,7 +276,7 @@ func (p *pool) channel(slot int) (*Channel, *generation, error) {
 	if g == nil {
 		return nil, nil, errOffline
 	}
-	if ch := p.chans[slot]; ch != nil && ch.gen == g && ch.mc.Err() == nil {
+	if ch := p.chans[slot]; ch != nil && ch.generation() == g && ch.mux().Err() == nil {
 		return ch, g, nil
 	}
 	ch, err := p.openConfirmed(g, &pubTracker{pool: p, next: 1})
@@ -296,6 +297,6 @@ func (p *pool) openConfirmed(g *generation, t *pubTracker) (*Channel, error) {
 		return nil, err
 	}
 	// Its failure ends the channel, and publishesEnded handles the rest.
-	ch.mc.Call(&mux.Request{Method: &proto.ConfirmSelect{}, Done: func(proto.Method, *ops.Message, error) {}})
+	ch.mux().Call(&mux.Request{Method: &proto.ConfirmSelect{}, Done: func(proto.Method, *ops.Message, error) {}})
 	return ch, nil
 }

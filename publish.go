@@ -2,6 +2,7 @@ package leveret
 
 import (
 	"context"
+	"fmt"
 
 	"github.com/leveret-mq/leveret/internal/mux"
 	"github.com/leveret-mq/leveret/internal/proto"
@@ -22,10 +23,33 @@ import (
 func (ch *Channel) Publish(ctx context.Context, o ops.Publish) *Promise[struct{}] {
 	p := newPromise[struct{}]()
 	m := &proto.BasicPublish{Exchange: o.Exchange, RoutingKey: o.RoutingKey, Mandatory: o.Mandatory}
-	if err := ch.mc.Publish(ctx, m, &o.Message, func(err error) { p.resolve(struct{}{}, err) }); err != nil {
+	if err := ch.publish(ctx, m, &o.Message, func(err error) { p.resolve(struct{}{}, err) }); err != nil {
 		p.resolve(struct{}{}, err)
 	}
 	return p
+}
+
+// publish sends on the channel's current AMQP channel, waiting under ctx
+// while it is suspended, and counts the publishes of confirm mode.
+func (ch *Channel) publish(ctx context.Context, m *proto.BasicPublish, msg *ops.Message, written func(error)) error {
+	for {
+		mc, err := ch.live(ctx)
+		if err != nil {
+			return err
+		}
+		err = mc.Publish(ctx, m, msg, written)
+		if err == nil {
+			if ch.confirming.Load() {
+				ch.sent.Add(1)
+			}
+			return nil
+		}
+		// Refused because the connection dropped just now: nothing was
+		// sent, so it goes out on the re-opened channel.
+		if !ch.recovers || ctx.Err() != nil || !ch.connectionLost() {
+			return err
+		}
+	}
 }
 
 // Send publishes like Publish but without a promise, for callers that
@@ -37,7 +61,7 @@ func (ch *Channel) Publish(ctx context.Context, o ops.Publish) *Promise[struct{}
 // as soon as Send returns.
 func (ch *Channel) Send(ctx context.Context, o ops.Publish) error {
 	m := proto.BasicPublish{Exchange: o.Exchange, RoutingKey: o.RoutingKey, Mandatory: o.Mandatory}
-	return ch.mc.Publish(ctx, &m, &o.Message, nil)
+	return ch.publish(ctx, &m, &o.Message, nil)
 }
 
 // Publish sends a message on one of the client's own channels and settles
@@ -95,7 +119,7 @@ func getReply(p *Promise[GetResult], noAck bool) replyFunc {
 			return
 		}
 		d := &Delivery{Message: *msg, DeliveryTag: ok.DeliveryTag, Redelivered: ok.Redelivered,
-			Exchange: ok.Exchange, RoutingKey: ok.RoutingKey, MessageCount: ok.MessageCount, ch: ch}
+			Exchange: ok.Exchange, RoutingKey: ok.RoutingKey, MessageCount: ok.MessageCount, ch: ch, on: ch.cur.Load()}
 		if !noAck {
 			ch.mu.Lock()
 			ch.unacked.add(ok.DeliveryTag)
@@ -126,6 +150,7 @@ type Confirmation struct {
 // the confirmations. Most programs use the confirm package instead. It does
 // not block; publishes issued after it count from 1.
 func (ch *Channel) ConfirmSelect() *Promise[struct{}] {
+	ch.confirming.Store(true)
 	return issue(ch, [2]string{}, &proto.ConfirmSelect{}, func(proto.Method) struct{} { return struct{}{} })
 }
 
@@ -181,8 +206,24 @@ func (ch *Channel) TxSelect() *Promise[struct{}] {
 }
 
 // TxCommit commits the current transaction. Nothing issued on the channel
-// after it is sent until the broker answers: it is a barrier. It does not block.
+// after it is sent until the broker answers: it is a barrier. It does not
+// block. If the connection dropped during the transaction, what it did on
+// the lost connection was discarded: the commit then rolls back what the
+// transaction did since, on the re-opened channel, and fails with
+// ErrTransactionLost; the next transaction works.
 func (ch *Channel) TxCommit() *Promise[struct{}] {
+	ch.mu.Lock()
+	lost := ch.txLost
+	ch.txLost = nil
+	ch.mu.Unlock()
+	if lost != nil {
+		// Part of the transaction went with the lost connection: what it did
+		// on the re-opened channel is rolled back rather than committed half.
+		return ch.barrierThen(&proto.TxRollback{}, func() {
+			ch.unacked.restore(ch.txAcked)
+			ch.txAcked = ch.txAcked[:0]
+		}, fmt.Errorf("%w: %w", ErrTransactionLost, lost))
+	}
 	return ch.barrier(&proto.TxCommit{}, func() { ch.txAcked = ch.txAcked[:0] })
 }
 
@@ -190,6 +231,9 @@ func (ch *Channel) TxCommit() *Promise[struct{}] {
 // barrier. It does not block. Deliveries acknowledged in the abandoned
 // transaction are unacknowledged again and may be acknowledged anew.
 func (ch *Channel) TxRollback() *Promise[struct{}] {
+	ch.mu.Lock()
+	ch.txLost = nil // nothing of it is left to roll back; the rollback is harmless
+	ch.mu.Unlock()
 	return ch.barrier(&proto.TxRollback{}, func() {
 		ch.unacked.restore(ch.txAcked)
 		ch.txAcked = ch.txAcked[:0]
@@ -199,9 +243,18 @@ func (ch *Channel) TxRollback() *Promise[struct{}] {
 // barrier issues m as a barrier. issued runs under ch.mu once m is queued,
 // so no acknowledgement can fall between it and m.
 func (ch *Channel) barrier(m proto.Method, issued func()) *Promise[struct{}] {
+	return ch.barrierThen(m, issued, nil)
+}
+
+// barrierThen is barrier whose promise fails with fail (if set) once m
+// has been answered.
+func (ch *Channel) barrierThen(m proto.Method, issued func(), fail error) *Promise[struct{}] {
 	p := newPromise[struct{}]()
 	ch.mu.Lock()
-	err := ch.mc.Call(&mux.Request{Method: m, Barrier: true, Done: func(_ proto.Method, _ *ops.Message, err error) {
+	err := ch.mux().Call(&mux.Request{Method: m, Barrier: true, Done: func(_ proto.Method, _ *ops.Message, err error) {
+		if err == nil {
+			err = fail
+		}
 		p.resolve(struct{}{}, err)
 	}})
 	if err == nil {

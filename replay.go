@@ -102,7 +102,7 @@ func (c *Client) replay(g *generation, items []replayItem) ([]proto.Method, []er
 		for k, i := range todo {
 			answer := newPromise[proto.Method]()
 			answers[k] = answer
-			if err := ch.mc.Call(&mux.Request{Method: items[i].m, Done: func(reply proto.Method, _ *ops.Message, err error) {
+			if err := ch.mux().Call(&mux.Request{Method: items[i].m, Done: func(reply proto.Method, _ *ops.Message, err error) {
 				answer.resolve(reply, err)
 			}}); err != nil {
 				answer.resolve(nil, err)
@@ -117,12 +117,12 @@ func (c *Client) replay(g *generation, items []replayItem) ([]proto.Method, []er
 			}
 			replies[i], errs[i] = reply, err
 		}
-		if ch.mc.Err() == nil {
-			ch.mc.Close(func(error) {})
+		if ch.mux().Err() == nil {
+			ch.mux().Close(func(error) {})
 		}
 		if len(next) == len(todo) { // no answer at all: do not loop
 			for _, i := range next {
-				errs[i] = fmt.Errorf("amqp: recovery made no progress: %w", ch.mc.Err())
+				errs[i] = fmt.Errorf("amqp: recovery made no progress: %w", ch.mux().Err())
 			}
 			break
 		}

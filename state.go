@@ -82,6 +82,7 @@ type Event struct {
 // Recovery reports what a reconnect re-declared from the client's record.
 type Recovery struct {
 	Exchanges, Queues, Bindings, Consumers int // re-declared or restarted
+	Channels                               int // explicit channels re-opened
 	// Renamed maps each server-named queue's old name to the name the
 	// broker gave it on the new connection; bindings and consumers that
 	// named the old name now name the new one.

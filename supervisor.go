@@ -70,6 +70,7 @@ func (c *Client) supervise() {
 		}
 		c.pool.ready(ng)
 		c.recoverConsumers(ng, rep)
+		c.recoverChannels(ng, rep)
 		c.policy.Reset()
 		c.emit(Event{Kind: EventRecovered, Recovery: rep})
 	}

@@ -24,20 +24,26 @@ type pending struct {
 // publish has settled.
 type slot struct {
 	settle func(Outcome, error)
-	ret    *ops.Return // basic.return received for this publish
+	ret    *ops.Return  // basic.return received for this publish
+	msg    *ops.Publish // with WithRepublish: a private copy, re-sent after a reconnect
 }
 
 func newPending() pending { return pending{next: 1} } // confirms count from 1
 
 // push adds the next publish and returns its sequence number.
 func (p *pending) push(settle func(Outcome, error)) uint64 {
+	return p.pushSlot(slot{settle: settle})
+}
+
+// pushSlot adds s as the next publish and returns its sequence number.
+func (p *pending) pushSlot(s slot) uint64 {
 	if p.n == len(p.buf) {
 		p.grow()
 	}
 	if p.n == 0 {
 		p.first = p.next
 	}
-	p.buf[p.index(p.n)] = slot{settle: settle}
+	p.buf[p.index(p.n)] = s
 	p.n++
 	p.next++
 	return p.next - 1
@@ -135,6 +141,20 @@ func (p *pending) failAll(err error) int {
 		p.popFront()
 	}
 	return failed
+}
+
+// takeUpTo removes the unsettled publishes numbered up to tag and returns
+// them in order, unsettled.
+func (p *pending) takeUpTo(tag uint64) []slot {
+	var out []slot
+	for p.n > 0 && p.first <= tag {
+		if s := p.buf[p.head]; s.settle != nil {
+			out = append(out, s)
+		}
+		p.popFront()
+	}
+	p.popSettled()
+	return out
 }
 
 func (p *pending) popFront() {

@@ -2,6 +2,7 @@ package confirm
 
 import (
 	"context"
+	"maps"
 	"slices"
 	"sync"
 
@@ -30,6 +31,17 @@ type Publisher struct {
 	flushes  []*flushWaiter // ascending by upTo
 	err      error          // why the channel ended; nil while it is open
 	closing  bool           // Close was called: no new publishes
+
+	// WithRepublish: what a lost connection left unconfirmed waits in
+	// requeue for the republisher goroutine (owner: Publisher; started by
+	// reopened, exits when requeue is empty or Close stops it; joined by
+	// Close).
+	republish   bool
+	requeue     []slot
+	republisher sync.WaitGroup
+	running     bool
+	ctx         context.Context // ends when Close begins: stops a re-send
+	cancel      context.CancelFunc
 }
 
 type flushWaiter struct {
@@ -52,11 +64,15 @@ func New(ctx context.Context, c *leveret.Client, opts ...Option) (*Publisher, er
 	if err != nil {
 		return nil, err
 	}
-	p := &Publisher{ch: ch, window: cfg.window, turn: make(chan struct{}, 1), pend: newPending()}
+	p := &Publisher{ch: ch, window: cfg.window, turn: make(chan struct{}, 1), pend: newPending(),
+		republish: cfg.republish}
+	p.ctx, p.cancel = context.WithCancel(context.Background())
 	ch.OnReturn(p.onReturn)
 	ch.OnConfirm(p.onConfirm)
 	ch.OnClose(p.fail)
+	ch.OnReopen(p.reopened)
 	if _, err := ch.ConfirmSelect().Wait(ctx); err != nil {
+		p.cancel()
 		ch.Close(ctx) // queues channel.close; ctx may be over, so do not wait for it
 		return nil, err
 	}
@@ -99,7 +115,11 @@ func (p *Publisher) Publish(ctx context.Context, o ops.Publish) *leveret.Promise
 		settle(Outcome{}, err)
 		return prom
 	}
-	seq := p.pend.push(settle)
+	s := slot{settle: settle}
+	if p.republish {
+		s.msg = copyPublish(o)
+	}
+	seq := p.pend.pushSlot(s)
 	p.mu.Unlock()
 	if o.Mandatory {
 		o.Message.Headers = withSeq(o.Message.Headers, seq)
@@ -196,6 +216,8 @@ func (p *Publisher) Close(ctx context.Context) error {
 	p.mu.Lock()
 	p.closing = true
 	p.mu.Unlock()
+	p.cancel()
+	p.republisher.Wait()
 	p.Flush(ctx) // its error is the channel's end or ctx's, which ch.Close reports too
 	if err := p.ch.Close(ctx); err != nil {
 		return err
@@ -322,4 +344,102 @@ func (p *Publisher) fail(err error) {
 		close(p.room)
 		p.room = nil
 	}
+}
+
+// reopened is the channel's OnReopen handler (on the dispatcher, before
+// any confirmation from the new connection): the publishes numbered up to
+// lastTag that are still unsettled will never be confirmed. They are
+// re-sent (WithRepublish) or fail as not confirmed; numbering goes on from
+// lastTag+1, as the channel's confirmations do, so nothing drifts.
+func (p *Publisher) reopened(lost error, lastTag uint64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	slots := p.pend.takeUpTo(lastTag)
+	if !p.republish || p.closing || p.err != nil {
+		for _, s := range slots {
+			s.settle(Outcome{}, notConfirmed(lost))
+		}
+		p.releaseLocked(len(slots))
+		p.wakeFlushesLocked()
+		return
+	}
+	// Their window slots stay taken: they are still in flight.
+	p.requeue = append(p.requeue, slots...)
+	if !p.running && len(p.requeue) > 0 {
+		p.running = true
+		p.republisher.Add(1)
+		go p.resend() // owner: Publisher; exits when requeue is empty or Close stops it.
+	}
+}
+
+// resend re-sends the requeued publishes one at a time, each numbered
+// like a new publish under the turn.
+func (p *Publisher) resend() {
+	defer p.republisher.Done()
+	ctx := p.ctx
+	for {
+		select {
+		case p.turn <- struct{}{}:
+		case <-ctx.Done():
+			p.failRequeued(errClosed)
+			return
+		}
+		p.mu.Lock()
+		if len(p.requeue) == 0 || p.err != nil {
+			err := p.err
+			p.running = false
+			p.mu.Unlock()
+			<-p.turn
+			if err != nil {
+				p.failRequeued(err)
+			}
+			return
+		}
+		s := p.requeue[0]
+		p.requeue = p.requeue[1:]
+		seq := p.pend.pushSlot(s)
+		// A Flush waiting for it waits for its new number too.
+		for _, w := range p.flushes {
+			w.upTo = max(w.upTo, seq+1)
+		}
+		p.mu.Unlock()
+		o := *s.msg
+		if o.Mandatory {
+			o.Message.Headers = withSeq(o.Message.Headers, seq)
+		}
+		err := p.ch.Send(ctx, o)
+		if err != nil {
+			p.mu.Lock()
+			if p.pend.dropNewest(seq) {
+				p.releaseLocked(1)
+			}
+			p.mu.Unlock()
+			s.settle(Outcome{}, notConfirmed(err))
+		}
+		<-p.turn
+	}
+}
+
+// failRequeued fails what still waits to be re-sent.
+func (p *Publisher) failRequeued(err error) {
+	p.mu.Lock()
+	slots := p.requeue
+	p.requeue = nil
+	p.running = false
+	for _, s := range slots {
+		s.settle(Outcome{}, notConfirmed(err))
+	}
+	p.releaseLocked(len(slots))
+	p.wakeFlushesLocked()
+	p.mu.Unlock()
+}
+
+// copyPublish is a private copy of o for re-sending.
+func copyPublish(o ops.Publish) *ops.Publish {
+	c := o
+	c.Message.Body = append([]byte(nil), o.Message.Body...)
+	if o.Message.Headers != nil {
+		c.Message.Headers = maps.Clone(o.Message.Headers)
+	}
+	return &c
 }

@@ -236,9 +236,10 @@ func TestConfirmNack(t *testing.T) {
 	assert.Equal(t, uint32(1), cfWaitCount(t, c, q, 1))
 }
 
-// Closing the connection from the broker while publishes are in flight
-// fails every unsettled promise with the connection error; none hangs, none
-// is acked after the fact, and every goroutine is joined.
+// With reconnecting off, closing the connection from the broker while
+// publishes are in flight fails every unsettled promise with the
+// connection error; none hangs, none is acked after the fact, and every
+// goroutine is joined. (With reconnecting on, see TestRecoveryConfirmRepublish.)
 //
 // Whether publishes are still unconfirmed at the moment of the close is up
 // to timing (on a busy 2-core machine the publishing goroutine can be
@@ -262,7 +263,7 @@ func TestConfirmConnectionClosedMidStream(t *testing.T) {
 func cfCloseMidStream(t *testing.T) (inDoubt int) {
 	ctx := testContext(t)
 	name := uniqueName(t, "conn")
-	c, err := leveret.Dial(ctx, amqpURL(), leveret.WithConnectionName(name))
+	c, err := leveret.Dial(ctx, amqpURL(), leveret.WithConnectionName(name), leveret.WithReconnect(nil))
 	require.NoError(t, err)
 	t.Cleanup(func() { c.Close(context.Background()) }) // if the test stops early
 	q := uniqueName(t, "q")

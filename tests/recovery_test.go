@@ -17,7 +17,9 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/leveret-mq/leveret"
+	"github.com/leveret-mq/leveret/confirm"
 	"github.com/leveret-mq/leveret/ops"
+	"github.com/leveret-mq/leveret/tx"
 )
 
 // eventLog collects a client's connection events (WithEventHandler) and
@@ -221,15 +223,8 @@ func TestRecoveryAfterForcedClose(t *testing.T) {
 // the loop has no recovery code, every publish's promise succeeds, and
 // every message arrives at least once on the same Deliveries channel.
 func TestRecoveryPublishAndConsumeAcrossCloses(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*opTimeout)
-	defer cancel()
-	name := uniqueName(t, "conn")
-	queue := uniqueName(t, "q")
-	deleteAtEnd(t, []string{queue}, nil)
-	log := newEventLog()
-	c := dial(t, leveret.WithConnectionName(name), leveret.WithEventHandler(log.handle))
-	_, err := c.QueueDeclare(ops.QueueDeclare{Queue: queue, Durable: true}).Wait(ctx)
-	require.NoError(t, err)
+	ctx, name, queue, log, c := recoverySetup(t, 3*opTimeout)
+	var err error
 	cs, err := c.Consume(ops.Consume{Queue: queue, Prefetch: 50}).Wait(ctx)
 	require.NoError(t, err)
 
@@ -331,6 +326,22 @@ func TestRecoveryPublishAndConsumeAcrossCloses(t *testing.T) {
 	t.Logf("%d closes: %d messages, %d duplicates, %d stale acks; disconnect to recovered: median %v, max %v",
 		closes, total, dups, stale, outages[len(outages)/2], outages[len(outages)-1])
 	require.Equal(t, leveret.StateConnected, c.State())
+}
+
+// recoverySetup dials a client named for forceClose, recording its
+// events, and declares a durable queue for the test (deleted at the end).
+func recoverySetup(t *testing.T, timeout time.Duration) (context.Context, string, string, *eventLog, *leveret.Client) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	t.Cleanup(cancel)
+	name := uniqueName(t, "conn")
+	queue := uniqueName(t, "q")
+	deleteAtEnd(t, []string{queue}, nil)
+	log := newEventLog()
+	c := dial(t, leveret.WithConnectionName(name), leveret.WithEventHandler(log.handle))
+	_, err := c.QueueDeclare(ops.QueueDeclare{Queue: queue, Durable: true}).Wait(ctx)
+	require.NoError(t, err)
+	return ctx, name, queue, log, c
 }
 
 // node2URL is the extra node that scripts/broker.sh starts for tests that
@@ -453,15 +464,8 @@ func TestRecoveryBrokerRestart(t *testing.T) {
 // closed by an ack of the wrong tag, the consumer never ends, and the
 // redeliveries are no more than the deliveries it held at each close.
 func TestRecoverySlowConsumerStaleAcks(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 3*opTimeout)
-	defer cancel()
-	name := uniqueName(t, "conn")
-	queue := uniqueName(t, "q")
-	deleteAtEnd(t, []string{queue}, nil)
-	log := newEventLog()
-	c := dial(t, leveret.WithConnectionName(name), leveret.WithEventHandler(log.handle))
-	_, err := c.QueueDeclare(ops.QueueDeclare{Queue: queue, Durable: true}).Wait(ctx)
-	require.NoError(t, err)
+	ctx, name, queue, log, c := recoverySetup(t, 3*opTimeout)
+	var err error
 	const total, prefetch, closes = 200, 10, 3
 	var ps []*leveret.Promise[struct{}]
 	for i := range total {
@@ -505,4 +509,195 @@ func TestRecoverySlowConsumerStaleAcks(t *testing.T) {
 	require.Equal(t, closes, closed)
 	require.LessOrEqual(t, redelivered, closes*prefetch, "more redeliveries than deliveries held")
 	t.Logf("%d forced closes: %d redeliveries, %d stale acks refused locally", closes, redelivered, stale)
+}
+
+// A confirm.Publisher with WithRepublish across 20 forced closes during a
+// stream of at least 100,000 messages: the loop has no recovery code,
+// every promise ends Acked, every message is in the queue at least once,
+// and the duplicates stay under one window per close. The publisher's
+// numbering never drifts (a drift would leave promises unsettled).
+func TestRecoveryConfirmRepublish(t *testing.T) {
+	ctx, name, queue, log, c := recoverySetup(t, 4*opTimeout)
+	var err error
+	const window, closes, atLeast = 1000, 20, 100_000
+	p, err := confirm.New(ctx, c, confirm.WithWindow(window), confirm.WithRepublish())
+	require.NoError(t, err)
+	defer p.Close(context.Background())
+
+	closed := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() { // owner: this test; exits after the last close has been recovered
+		defer close(closed)
+		for i := 1; i <= closes; i++ {
+			time.Sleep(200 * time.Millisecond)
+			forceClose(t, name)
+			log.waitRecovered(t, i)
+		}
+	})
+	var ps []*leveret.Promise[confirm.Outcome]
+	for i := 0; ; i++ {
+		select {
+		case <-closed:
+			if i >= atLeast {
+				goto done
+			}
+		default:
+		}
+		ps = append(ps, p.Publish(ctx, ops.Publish{RoutingKey: queue, Message: ops.Message{Body: []byte(strconv.Itoa(i))}}))
+		if i%10 == 9 {
+			time.Sleep(time.Millisecond) // spread the stream over the closes
+		}
+	}
+done:
+	wg.Wait()
+	for i, pr := range ps {
+		out, err := pr.Wait(ctx)
+		require.NoError(t, err, "publish %d", i)
+		require.True(t, out.Acked(), "publish %d: %v", i, out.Status)
+	}
+	total := len(ps)
+	cs, err := c.Consume(ops.Consume{Queue: queue, NoAck: true}).Wait(ctx)
+	require.NoError(t, err)
+	seen := make(map[int]int, total)
+	for len(seen) < total {
+		select {
+		case d := <-cs.Deliveries():
+			id, _ := strconv.Atoi(string(d.Body))
+			seen[id]++
+		case <-ctx.Done():
+			t.Fatalf("%d of %d messages in the queue", len(seen), total)
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // duplicates still on their way
+	for drained := false; !drained; {
+		select {
+		case d := <-cs.Deliveries():
+			id, _ := strconv.Atoi(string(d.Body))
+			seen[id]++
+		default:
+			drained = true
+		}
+	}
+	dups := 0
+	for _, n := range seen {
+		dups += n - 1
+	}
+	t.Logf("%d closes, %d messages confirmed, all in the queue; %d duplicates (bound %d)", closes, total, dups, closes*window)
+	require.LessOrEqual(t, dups, closes*window)
+}
+
+// A transaction open when the connection drops: its Commit fails with
+// ErrTransactionLost and commits nothing; the channel is back in
+// transaction mode, and the next transaction commits.
+func TestRecoveryTransactionAcrossReconnect(t *testing.T) {
+	ctx, name, queue, log, c := recoverySetup(t, opTimeout)
+	var err error
+	t1, err := tx.New(ctx, c)
+	require.NoError(t, err)
+	_, err = t1.Publish(ctx, ops.Publish{RoutingKey: queue, Message: ops.Message{Body: []byte("lost")}}).Wait(ctx)
+	require.NoError(t, err)
+
+	forceClose(t, name)
+	log.waitRecovered(t, 1)
+	// Published after the reopen, inside the transaction the drop broke.
+	_, err = t1.Publish(ctx, ops.Publish{RoutingKey: queue, Message: ops.Message{Body: []byte("half")}}).Wait(ctx)
+	require.NoError(t, err)
+	_, err = t1.Commit().Wait(ctx)
+	require.ErrorIs(t, err, leveret.ErrTransactionLost)
+	require.ErrorIs(t, err, leveret.ErrConnectionForced)
+
+	_, err = t1.Publish(ctx, ops.Publish{RoutingKey: queue, Message: ops.Message{Body: []byte("next")}}).Wait(ctx)
+	require.NoError(t, err)
+	_, err = t1.Commit().Wait(ctx)
+	require.NoError(t, err)
+	var bodies []string
+	for {
+		r, err := c.Get(ops.Get{Queue: queue, NoAck: true}).Wait(ctx)
+		require.NoError(t, err)
+		if r.Empty() {
+			break
+		}
+		bodies = append(bodies, string(r.Delivery.Body))
+	}
+	require.Equal(t, []string{"next"}, bodies, "only the transaction after the drop committed")
+}
+
+// An explicit channel is re-opened on the new connection with its
+// consumer (same tag, same Deliveries) and its prefetch; a delivery from
+// before the drop is stale.
+func TestRecoveryExplicitChannelConsumer(t *testing.T) {
+	ctx := testContext(t)
+	name := uniqueName(t, "conn")
+	queue := uniqueName(t, "q")
+	deleteAtEnd(t, []string{queue}, nil)
+	log := newEventLog()
+	c := dial(t, leveret.WithConnectionName(name), leveret.WithEventHandler(log.handle))
+	ch, err := c.Channel(ctx)
+	require.NoError(t, err)
+	_, err = ch.QueueDeclare(ops.QueueDeclare{Queue: queue, Durable: true}).Wait(ctx)
+	require.NoError(t, err)
+	_, err = ch.Qos(ops.Qos{PrefetchCount: 3}).Wait(ctx)
+	require.NoError(t, err)
+	cs, err := ch.Consume(ops.Consume{Queue: queue}).Wait(ctx)
+	require.NoError(t, err)
+	for i := range 5 {
+		require.NoError(t, ch.Send(ctx, ops.Publish{RoutingKey: queue, Message: ops.Message{Body: []byte(strconv.Itoa(i))}}))
+	}
+	held := <-cs.Deliveries()
+
+	forceClose(t, name)
+	rec := log.waitRecovered(t, 1)
+	require.Equal(t, 1, rec.Recovery.Channels)
+	require.NoError(t, ch.Err(), "the channel is open again")
+	_, err = held.Ack().Wait(ctx)
+	require.ErrorIs(t, err, leveret.ErrStaleDelivery)
+
+	// Three were held unacked (prefetch 3) when it dropped: redelivered,
+	// with the other two, on the same Deliveries channel.
+	seen := make(map[string]bool)
+	for len(seen) < 5 {
+		select {
+		case d, ok := <-cs.Deliveries():
+			require.True(t, ok, "consumer ended: %v", cs.Err())
+			if _, err := d.Ack().Wait(ctx); err == nil {
+				seen[string(d.Body)] = true
+			} else {
+				require.ErrorIs(t, err, leveret.ErrStaleDelivery)
+			}
+		case <-ctx.Done():
+			t.Fatalf("got %d of 5", len(seen))
+		}
+	}
+	require.Equal(t, cs.Tag(), held.ConsumerTag)
+	require.NoError(t, cs.Err())
+}
+
+// Recovery of one entity failing (a queue someone redeclared meanwhile
+// with other arguments: 406) is reported and does not stop the rest.
+func TestRecoveryOneEntityFails(t *testing.T) {
+	ctx := testContext(t)
+	name := uniqueName(t, "conn")
+	clash, fine := uniqueName(t, "clash"), uniqueName(t, "fine")
+	deleteAtEnd(t, []string{clash, fine}, nil)
+	log := newEventLog()
+	c := dial(t, leveret.WithConnectionName(name), leveret.WithEventHandler(log.handle))
+	for _, q := range []string{clash, fine} {
+		_, err := c.QueueDeclare(ops.QueueDeclare{Queue: q}).Wait(ctx)
+		require.NoError(t, err)
+	}
+	other := dial(t, leveret.WithReconnect(nil))
+	_, err := other.QueueDelete(ops.QueueDelete{Queue: clash}).Wait(ctx)
+	require.NoError(t, err)
+	_, err = other.QueueDeclare(ops.QueueDeclare{Queue: clash, Args: ops.Table{"x-max-length": int32(5)}}).Wait(ctx)
+	require.NoError(t, err)
+
+	forceClose(t, name)
+	rec := log.waitRecovered(t, 1).Recovery
+	require.Len(t, rec.Failed, 1, "failures: %v", rec.Failed)
+	require.ErrorIs(t, rec.Failed[0], leveret.ErrPreconditionFailed)
+	require.Contains(t, rec.Failed[0].Error(), clash)
+	require.Equal(t, 1, rec.Queues, "the other queue was re-declared")
+	_, err = c.QueueDeclare(ops.QueueDeclare{Queue: fine, Passive: true}).Wait(ctx)
+	require.NoError(t, err)
+	require.Equal(t, leveret.StateConnected, c.State())
 }

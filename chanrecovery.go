@@ -1,0 +1,260 @@
+package leveret
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync/atomic"
+	"time"
+
+	"github.com/leveret-mq/leveret/internal/mux"
+	"github.com/leveret-mq/leveret/internal/proto"
+	"github.com/leveret-mq/leveret/ops"
+)
+
+// An explicit Channel (Client.Channel) survives a dropped connection: it
+// is suspended when the connection drops (operations pending then fail
+// with the connection's error, as the broker discarded them) and re-opened
+// on the next connection with what it had set up: its prefetch (basic.qos),
+// confirm mode, transaction mode, and its consumers (same tags, same
+// Deliveries channels). Each AMQP channel underneath is single-use (a
+// link); the Channel swaps to a fresh one.
+
+// ErrTransactionLost is the error of a TxCommit after the connection
+// dropped in the middle of the transaction: what it published and acked was
+// discarded by the broker. The channel is back in transaction mode; the
+// next transaction works.
+var ErrTransactionLost = errors.New("amqp: transaction lost with the connection")
+
+// recovery is a Channel's state for re-opening. Guarded by Channel.mu
+// except where noted.
+type recovery struct {
+	recovers bool          // set at open: an explicit channel
+	lost     error         // while suspended: the lost connection's error
+	up       chan struct{} // while suspended: closed when re-opened or ended
+	qos      [2]*ops.Qos   // the last basic.qos per Global flag, re-applied
+	txLost   error         // the connection dropped inside a transaction
+	onReopen func(lost error, lastTag uint64)
+	// Confirm mode: publishes sent over the channel's whole life, so that
+	// confirmation tags keep counting across re-opens (see OnReopen).
+	confirming atomic.Bool
+	sent       atomic.Uint64
+}
+
+// OnReopen sets a handler called after the channel was re-opened on a new
+// connection, with the lost connection's error. In confirm mode lastTag is
+// the number of the last publish sent before the drop: publishes numbered
+// up to it that were not confirmed never will be (the broker discarded
+// them or they are in doubt), and confirmation tags go on counting from
+// lastTag+1 on the new connection, so numbering never drifts (a Multiple
+// confirmation there covers tags down to lastTag+1). It runs on the
+// dispatcher goroutine like OnClose, before any confirmation from the new
+// connection.
+func (ch *Channel) OnReopen(fn func(lost error, lastTag uint64)) {
+	ch.mu.Lock()
+	ch.onReopen = fn
+	ch.mu.Unlock()
+}
+
+// suspend is closed's path for a dropped connection the client will
+// replace. It runs on the old connection's reader.
+func (ch *Channel) suspend(err error) {
+	ch.mu.Lock()
+	ch.lost = err
+	if ch.up == nil {
+		ch.up = make(chan struct{})
+	}
+	if ch.tx {
+		ch.txLost = err
+	}
+	ch.unacked.clear()
+	ch.txAcked = nil
+	ch.notifySettledLocked()
+	ch.mu.Unlock()
+}
+
+// endIfSuspended ends a suspended channel for good (Close while it waits
+// for a connection) and reports whether it was suspended.
+func (ch *Channel) endIfSuspended() bool {
+	ch.mu.Lock()
+	suspended := ch.lost != nil && !ch.ended
+	ch.mu.Unlock()
+	if suspended {
+		ch.end(fmt.Errorf("amqp: channel closed by this client (Close) while reconnecting: %w", ErrClosed))
+	}
+	return suspended
+}
+
+// live returns the AMQP channel to publish on, waiting under ctx while the
+// channel is suspended. A channel that ended returns its last link, whose
+// error the caller reports.
+func (ch *Channel) live(ctx context.Context) (*mux.Channel, error) {
+	for {
+		mc := ch.mux()
+		if mc.Err() == nil || !ch.recovers {
+			return mc, nil
+		}
+		ch.mu.Lock()
+		up, ended := ch.up, ch.ended
+		ch.mu.Unlock()
+		switch {
+		case ended:
+			return ch.mux(), nil
+		case up == nil:
+			// The link ended and the reader has not told the channel yet.
+			if !ch.c.pool.reconnects() {
+				return mc, nil
+			}
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		select {
+		case <-up:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// reopen opens ch again on g and re-applies its set-up, then swaps it in.
+// It runs on the supervisor. It returns the consumers' answers and an
+// error if the channel could not be re-opened.
+func (ch *Channel) reopen(g *generation) ([]*Promise[struct{}], error) {
+	mc, err := g.conn.OpenChannel((*muxHandler)(ch), nil)
+	if err != nil {
+		if !connLost(err) {
+			ch.end(err)
+		}
+		return nil, err
+	}
+	call := func(m proto.Method, done func(error)) {
+		if err := mc.Call(&mux.Request{Method: m, Done: func(_ proto.Method, _ *ops.Message, err error) { done(err) }}); err != nil {
+			done(err)
+		}
+	}
+	ignore := func(error) {} // a failure closes the channel; its end reports it
+	ch.mu.Lock()
+	if ch.ended {
+		ch.mu.Unlock()
+		mc.Close(func(error) {})
+		return nil, ch.endErr
+	}
+	for _, q := range ch.qos {
+		if q != nil {
+			call(&proto.BasicQos{PrefetchCount: q.PrefetchCount, PrefetchSize: q.PrefetchSize, Global: q.Global}, ignore)
+		}
+	}
+	if ch.confirming.Load() {
+		call(&proto.ConfirmSelect{}, ignore)
+	}
+	if ch.tx {
+		call(&proto.TxSelect{}, ignore)
+	}
+	var answers []*Promise[struct{}]
+	for _, cs := range ch.consumers {
+		answer := newPromise[struct{}]()
+		answers = append(answers, answer)
+		o := cs.o
+		if o.Prefetch > 0 {
+			call(&proto.BasicQos{PrefetchCount: o.Prefetch}, ignore)
+		}
+		done := func(err error) {
+			if err != nil {
+				cs.end(err)
+			}
+			answer.resolve(struct{}{}, err)
+		}
+		// Tag: consume-ok is matched by consumer tag.
+		if err := mc.Call(&mux.Request{Method: &proto.BasicConsume{Queue: o.Queue, ConsumerTag: cs.tag, NoLocal: o.NoLocal,
+			NoAck: o.NoAck, Exclusive: o.Exclusive, Arguments: o.Args}, Tag: cs.tag,
+			Done: func(_ proto.Method, _ *ops.Message, err error) { done(err) }}); err != nil {
+			done(err)
+		}
+	}
+	lastTag := ch.sent.Load()
+	ch.cur.Store(&link{gen: g, mc: mc, base: lastTag})
+	lost, fn := ch.lost, ch.onReopen
+	if mc.Err() != nil {
+		// g dropped already, and the new link's end found the old link in
+		// place: it stays suspended for the next connection.
+		ch.mu.Unlock()
+		return answers, mc.Err()
+	}
+	ch.lost = nil
+	if ch.up != nil {
+		close(ch.up)
+		ch.up = nil
+	}
+	ch.mu.Unlock()
+	if fn != nil {
+		ch.c.dispatch.post(func() { fn(lost, lastTag) })
+	}
+	return answers, nil
+}
+
+// addChannel registers an explicit channel for re-opening.
+func (p *pool) addChannel(ch *Channel) {
+	p.mu.Lock()
+	p.channels[ch] = struct{}{}
+	p.mu.Unlock()
+}
+
+func (p *pool) forgetChannel(ch *Channel) {
+	p.mu.Lock()
+	delete(p.channels, ch)
+	p.mu.Unlock()
+}
+
+// recoverChannels re-opens every suspended explicit channel on g and adds
+// the outcome to rep. It runs on the supervisor, after the topology.
+func (c *Client) recoverChannels(g *generation, rep *Recovery) {
+	p := c.pool
+	p.mu.Lock()
+	list := make([]*Channel, 0, len(p.channels))
+	for ch := range p.channels {
+		list = append(list, ch)
+	}
+	p.mu.Unlock()
+	var answers []*Promise[struct{}]
+	for _, ch := range list {
+		ch.mu.Lock()
+		suspended := ch.lost != nil && !ch.ended
+		ch.mu.Unlock()
+		if !suspended {
+			continue
+		}
+		a, err := ch.reopen(g)
+		if err != nil {
+			rep.Failed = append(rep.Failed, fmt.Errorf("amqp: re-opening a channel: %w", err))
+			continue
+		}
+		rep.Channels++
+		answers = append(answers, a...)
+	}
+	for _, a := range answers {
+		if _, err := waitRecovery(c, a); err != nil {
+			rep.Failed = append(rep.Failed, fmt.Errorf("amqp: restarting a consumer on a re-opened channel: %w", err))
+			continue
+		}
+		rep.Consumers++
+	}
+}
+
+// endSuspended ends the explicit channels still waiting for a connection,
+// when the client ends.
+func (p *pool) endSuspended(err error) {
+	p.mu.Lock()
+	list := make([]*Channel, 0, len(p.channels))
+	for ch := range p.channels {
+		list = append(list, ch)
+	}
+	p.mu.Unlock()
+	for _, ch := range list {
+		ch.mu.Lock()
+		suspended := ch.lost != nil && !ch.ended
+		ch.mu.Unlock()
+		if suspended {
+			ch.end(err)
+		}
+	}
+}
