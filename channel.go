@@ -16,6 +16,14 @@ import (
 // channel (a channel error), the failing operation gets the *ChannelError,
 // every operation issued behind it fails with ErrNotExecuted wrapping that
 // error, and Err reports it. Methods are safe for concurrent use.
+//
+// A channel from Client.Channel survives a dropped connection (unless
+// reconnecting is off): operations pending at the drop fail with the
+// connection's error, and once the client has reconnected the channel is
+// re-opened with its prefetch, confirm mode, transaction mode, handlers and
+// consumers. Publish and Send wait for that under their ctx; other
+// operations issued meanwhile fail at once with the connection's error.
+// OnReopen reports the re-open. Deliveries received before it are stale.
 type Channel struct {
 	c   *Client
 	cur atomic.Pointer[link] // the AMQP channel it runs on now; replaced when it is re-opened after a reconnect

@@ -377,8 +377,9 @@ func stopped(stop <-chan struct{}) bool {
 // Consume starts a consumer on this channel. It does not block: the
 // promise settles with the consumer once the broker confirms (deliveries
 // may start flowing into its buffer at once). With o.Prefetch set, a
-// basic.qos for this consumer goes out first. A consumer on an explicit
-// channel ends with its channel, also when the connection drops.
+// basic.qos for this consumer goes out first. The consumer ends with its
+// channel; when the channel is re-opened after a reconnect, the consumer is
+// started again on it with the same tag and Deliveries channel.
 func (ch *Channel) Consume(o ops.Consume) *Promise[*Consumer] {
 	p := newPromise[*Consumer]()
 	ch.mu.Lock()

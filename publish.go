@@ -18,8 +18,9 @@ import (
 // channel, and the error surfaces at the next operation on the channel and
 // in Err. A promise that has already failed when Publish returns (the
 // channel or connection had ended, or ctx ended while waiting for room)
-// means nothing was sent. The caller may reuse o.Message.Body as soon as
-// Publish returns.
+// means nothing was sent. While the channel waits to be re-opened after a
+// dropped connection, Publish waits for it, honouring ctx. The caller may
+// reuse o.Message.Body as soon as Publish returns.
 func (ch *Channel) Publish(ctx context.Context, o ops.Publish) *Promise[struct{}] {
 	p := newPromise[struct{}]()
 	m := &proto.BasicPublish{Exchange: o.Exchange, RoutingKey: o.RoutingKey, Mandatory: o.Mandatory}
@@ -70,8 +71,14 @@ func (ch *Channel) Send(ctx context.Context, o ops.Publish) error {
 // message; with ErrNacked if it nacked it; with a *ReturnedError if it was
 // Mandatory and unroutable; with the broker's *ChannelError (say, 404 for a
 // missing exchange) if this publish closed its channel; and with
-// ErrNotConfirmed wrapping the cause if the connection ended first (the
+// ErrNotConfirmed wrapping the cause if the client ended first (the
 // message may or may not have arrived).
+//
+// Across a dropped connection the publish is not lost: an unconfirmed one
+// is re-sent on the next connection and settles with that confirmation
+// (at-least-once: it may arrive twice), and while the client reconnects a
+// new Publish waits for the connection, honouring ctx, its copy counted
+// against WithUnconfirmedLimit.
 //
 // One failing publish affects no other: publishes the broker discarded
 // because an operation in front of them closed their channel are re-sent on

@@ -17,8 +17,16 @@
 //
 // A bounded window limits how many publishes await confirmation: when it is
 // full, Publish waits for room. Flush waits until everything published so
-// far has settled. The package starts no goroutines: confirmations are
-// applied on the client's dispatcher goroutine.
+// far has settled. Confirmations are applied on the client's dispatcher
+// goroutine; the package starts a goroutine only to re-send after a
+// reconnect (WithRepublish), joined by Close.
+//
+// When the connection drops and the client reconnects, the Publisher
+// carries on: its channel is re-opened in confirm mode, Publish waits for
+// that, and numbering goes on without drift (leveret.Channel.OnReopen).
+// Publishes the drop left unconfirmed fail with ErrNotConfirmed wrapping
+// the connection's error, or, with WithRepublish, are re-sent in order and
+// settle with the new outcome (at-least-once).
 package confirm
 
 import (

@@ -701,3 +701,49 @@ func TestRecoveryOneEntityFails(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, leveret.StateConnected, c.State())
 }
+
+// Without WithRepublish a confirm.Publisher carries on across a forced
+// close: what the drop left unconfirmed fails with ErrNotConfirmed wrapping
+// the connection's error, everything else is acked (none hangs: numbering
+// does not drift), and publishing goes on on the re-opened channel.
+func TestRecoveryConfirmWithoutRepublish(t *testing.T) {
+	ctx, name, queue, log, c := recoverySetup(t, 2*opTimeout)
+	p, err := confirm.New(ctx, c, confirm.WithWindow(500))
+	require.NoError(t, err)
+	defer p.Close(context.Background())
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	var ps []*leveret.Promise[confirm.Outcome]
+	wg.Go(func() { // owner: this test; exits when stop is closed
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			ps = append(ps, p.Publish(ctx, ops.Publish{RoutingKey: queue, Message: ops.Message{Body: []byte(strconv.Itoa(i))}}))
+		}
+	})
+	time.Sleep(300 * time.Millisecond)
+	forceClose(t, name)
+	log.waitRecovered(t, 1)
+	time.Sleep(300 * time.Millisecond) // publishing goes on after the reopen
+	close(stop)
+	wg.Wait()
+	acked, lost, lastLost := 0, 0, -1
+	for i, pr := range ps {
+		out, err := pr.Wait(ctx)
+		if err != nil {
+			require.ErrorIs(t, err, confirm.ErrNotConfirmed, "publish %d", i)
+			require.ErrorIs(t, err, leveret.ErrConnectionForced, "publish %d", i)
+			lost++
+			lastLost = i
+			continue
+		}
+		require.True(t, out.Acked(), "publish %d: %v", i, out.Status)
+		acked++
+	}
+	t.Logf("%d publishes: %d acked, %d not confirmed at the drop", len(ps), acked, lost)
+	require.Less(t, lastLost, len(ps)-1, "publishing went on after the reopen")
+	require.NoError(t, p.Err())
+}

@@ -13,6 +13,11 @@
 // Commit belongs to the next transaction. Like every leveret operation they
 // return promises and do not block. The package starts no goroutines.
 //
+// When the connection drops during a transaction and the client
+// reconnects, the channel is re-opened in transaction mode; Commit of the
+// broken transaction rolls back what it did since and fails with
+// leveret.ErrTransactionLost, and the next transaction works.
+//
 // RabbitMQ transactions are atomic only per queue, and slow: each commit
 // waits for the queues involved. Publisher confirms (package confirm) are
 // the faster way to know a message arrived.
