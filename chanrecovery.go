@@ -86,8 +86,8 @@ func (ch *Channel) endIfSuspended() bool {
 }
 
 // live returns the AMQP channel to publish on, waiting under ctx while the
-// channel is suspended. A channel that ended returns its last link, whose
-// error the caller reports.
+// channel is suspended; for a channel that has ended, the error it ended
+// with.
 func (ch *Channel) live(ctx context.Context) (*mux.Channel, error) {
 	for {
 		mc := ch.mux()
@@ -95,11 +95,11 @@ func (ch *Channel) live(ctx context.Context) (*mux.Channel, error) {
 			return mc, nil
 		}
 		ch.mu.Lock()
-		up, ended := ch.up, ch.ended
+		up, ended, endErr := ch.up, ch.ended, ch.endErr
 		ch.mu.Unlock()
 		switch {
 		case ended:
-			return ch.mux(), nil
+			return nil, endErr
 		case up == nil:
 			// The link ended and the reader has not told the channel yet.
 			if !ch.c.pool.reconnects() {

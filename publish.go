@@ -33,21 +33,21 @@ func (ch *Channel) Publish(ctx context.Context, o ops.Publish) *Promise[struct{}
 // publish sends on the channel's current AMQP channel, waiting under ctx
 // while it is suspended, and counts the publishes of confirm mode.
 func (ch *Channel) publish(ctx context.Context, m *proto.BasicPublish, msg *ops.Message, written func(error)) error {
+	mc := ch.mux()
 	for {
-		mc, err := ch.live(ctx)
-		if err != nil {
-			return err
-		}
-		err = mc.Publish(ctx, m, msg, written)
+		err := mc.Publish(ctx, m, msg, written)
 		if err == nil {
 			if ch.confirming.Load() {
 				ch.sent.Add(1)
 			}
 			return nil
 		}
-		// Refused because the connection dropped just now: nothing was
-		// sent, so it goes out on the re-opened channel.
+		// Refused because the connection dropped: nothing was sent, so it
+		// goes out on the re-opened channel once there is one.
 		if !ch.recovers || ctx.Err() != nil || !ch.connectionLost() {
+			return err
+		}
+		if mc, err = ch.live(ctx); err != nil {
 			return err
 		}
 	}
