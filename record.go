@@ -87,17 +87,11 @@ func (r *record) observe(m, reply proto.Method) {
 		r.forgetQueueLocked(m.Queue)
 		r.mu.Unlock()
 	case *proto.QueueBind:
-		r.mu.Lock()
 		b := *m
-		k := bindingKey(&b)
-		r.bindings[k] = recorded[proto.Method]{r.seqOf(r.bindings[k].seq), &b}
-		r.mu.Unlock()
+		r.addBinding(&b)
 	case *proto.ExchangeBind:
-		r.mu.Lock()
 		b := *m
-		k := bindingKey(&b)
-		r.bindings[k] = recorded[proto.Method]{r.seqOf(r.bindings[k].seq), &b}
-		r.mu.Unlock()
+		r.addBinding(&b)
 	case *proto.QueueUnbind:
 		r.mu.Lock()
 		delete(r.bindings, bindingKey(&proto.QueueBind{Queue: m.Queue, Exchange: m.Exchange, RoutingKey: m.RoutingKey, Arguments: m.Arguments}))
@@ -107,6 +101,15 @@ func (r *record) observe(m, reply proto.Method) {
 		delete(r.bindings, bindingKey(&proto.ExchangeBind{Destination: m.Destination, Source: m.Source, RoutingKey: m.RoutingKey, Arguments: m.Arguments}))
 		r.mu.Unlock()
 	}
+}
+
+// addBinding records b (a private copy of a *proto.QueueBind or
+// *proto.ExchangeBind), keeping its place if it was recorded before.
+func (r *record) addBinding(b proto.Method) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	k := bindingKey(b)
+	r.bindings[k] = recorded[proto.Method]{r.seqOf(r.bindings[k].seq), b}
 }
 
 // seqOf keeps an entity's place when it is declared again.
