@@ -114,12 +114,7 @@ func (ch *Channel) acknowledge(tag uint64, multiple bool, m proto.Method) *Promi
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if err := ch.mux().Err(); err != nil {
-		// Stale also in the moment between the connection's end and the
-		// channel being told (ch.stale): the client reconnects either way.
-		if ch.stale || ch.connectionLost() {
-			err = fmt.Errorf("%w: %w", ErrStaleDelivery, err)
-		}
-		return settled(struct{}{}, err)
+		return settled(struct{}{}, ch.ackRefused(err))
 	}
 	var record *[]uint64
 	if ch.tx {
@@ -146,9 +141,24 @@ func (ch *Channel) acknowledge(tag uint64, multiple bool, m proto.Method) *Promi
 		err = ch.mux().Call(&mux.Request{Method: m})
 	}
 	if err != nil {
-		return settled(struct{}{}, err)
+		// The connection can end between the check above and the send.
+		return settled(struct{}{}, ch.ackRefused(err))
 	}
 	return ch.c.settledOK
+}
+
+// ackRefused names why an acknowledgement could not be sent. When the
+// connection is gone and the client reconnects, the delivery is stale:
+// the broker requeues it and redelivers it on the next connection. That
+// holds also in the moment between the connection's end and the channel
+// being told (ch.stale), and in the one between the connection refusing
+// output and its Err being set (hence the look at err itself).
+func (ch *Channel) ackRefused(err error) error {
+	var ce *ConnectionError
+	if ch.stale || ch.connectionLost() || (errors.As(err, &ce) && ch.c.pool.reconnects()) {
+		return fmt.Errorf("%w: %w", ErrStaleDelivery, err)
+	}
+	return err
 }
 
 // Recover asks the broker to redeliver every unacknowledged delivery on
