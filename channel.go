@@ -186,7 +186,7 @@ func (ch *Channel) end(err error) {
 	ch.mu.Lock()
 	consumers := make([]*Consumer, 0, len(ch.consumers))
 	for tag, cs := range ch.consumers {
-		if reconnects && cs.own {
+		if cs.own && (reconnects || cs.restarting.Load()) {
 			delete(ch.consumers, tag) // restarted by recoverConsumers
 			continue
 		}

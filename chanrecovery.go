@@ -154,7 +154,7 @@ func (ch *Channel) reopen(g *generation) ([]*Promise[struct{}], error) {
 	for _, cs := range ch.consumers {
 		answer := newPromise[struct{}]()
 		answers = append(answers, answer)
-		o := cs.o
+		o := cs.restartOptions(cs.o)
 		if o.Prefetch > 0 {
 			call(&proto.BasicQos{PrefetchCount: o.Prefetch}, ignore)
 		}

@@ -55,6 +55,8 @@ type Consumer struct {
 
 	deliveries chan *Delivery
 	done       chan struct{}
+	streamNext atomic.Int64 // a stream's offset to resume from, 0 if none seen (streamoffset.go)
+	restarting atomic.Bool  // recoverConsumers is restarting it: a refused start does not end it
 
 	// Reader goroutine only.
 	cancelling bool
@@ -255,6 +257,9 @@ func (cs *Consumer) end(err error) {
 // buffer if there is room, else onto the overflow queue, which a pump
 // goroutine moves into the buffer as the user reads.
 func (cs *Consumer) deliver(d *Delivery) {
+	// Before the hand-over: from then on d is the user's. A delivery the
+	// overflow limit turns away ends the consumer, which never restarts.
+	cs.noteStreamOffset(d)
 	if !cs.pumping.Load() {
 		// No pump runs, and none starts unless this goroutine starts it:
 		// the buffer is the reader's alone.
@@ -432,7 +437,7 @@ func (ch *Channel) startConsumer(cs *Consumer, o ops.Consume, done func(error)) 
 	ch.mu.Unlock()
 
 	fail := func(err error) {
-		if !(connLost(err) && cs.waitsForConnection()) {
+		if !(connLost(err) && cs.waitsForConnection()) && !cs.restarting.Load() {
 			cs.end(err)
 		}
 		done(err)

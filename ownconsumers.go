@@ -1,7 +1,11 @@
 package leveret
 
 import (
+	"errors"
 	"fmt"
+	"time"
+
+	"github.com/leveret-mq/leveret/internal/proto"
 )
 
 // Client.Consume consumers are the client's, not a channel's: the pool
@@ -51,7 +55,7 @@ func (p *pool) startOwn(cs *Consumer) *Promise[struct{}] {
 		return nil
 	}
 	cs.onGen = g
-	o := cs.o
+	o := cs.restartOptions(cs.o)
 	p.mu.Unlock()
 	answer := newPromise[struct{}]()
 	ch, err := p.c.openChannel(g, nil)
@@ -97,15 +101,66 @@ func (c *Client) recoverConsumers(g *generation, rep *Recovery) {
 	}
 	var waits []started
 	for _, cs := range list {
+		// Only one that ran before may be refused for a passing reason.
+		cs.restarting.Store(cs.started.isSettled() && cs.Err() == nil)
 		if answer := p.startOwn(cs); answer != nil {
 			waits = append(waits, started{cs, answer})
+		} else {
+			cs.restarting.Store(false)
 		}
 	}
-	for _, w := range waits {
-		if _, err := waitRecovery(c, w.answer); err != nil {
+	for try := 0; len(waits) > 0; try++ {
+		var again []started
+		for _, w := range waits {
+			_, err := waitRecovery(c, w.answer)
+			if err == nil {
+				w.cs.restarting.Store(false)
+				rep.Consumers++
+				continue
+			}
+			if w.cs.restarting.Load() && try < consumeRetries && restartMayPass(err) && g.conn.Err() == nil {
+				again = append(again, w)
+				continue
+			}
+			if w.cs.restarting.Swap(false) && (!connLost(err) || !w.cs.waitsForConnection()) {
+				w.cs.end(err) // startConsumer left that to this loop
+			}
 			rep.Failed = append(rep.Failed, fmt.Errorf("amqp: recovering consumer %q on queue %q: %w", w.cs.tag, w.cs.o.Queue, err))
-			continue
 		}
-		rep.Consumers++
+		closing := len(again) > 0 && sleepCtx(c.supCtx, consumeRetryEvery) != nil
+		waits = waits[:0]
+		for _, w := range again {
+			if closing { // Close ends the consumer
+				w.cs.restarting.Store(false)
+				continue
+			}
+			p.mu.Lock()
+			w.cs.onGen = nil // start it again on g
+			p.mu.Unlock()
+			if answer := p.startOwn(w.cs); answer != nil {
+				waits = append(waits, started{w.cs, answer})
+			} else {
+				w.cs.restarting.Store(false) // g dropped, or it ended meanwhile
+			}
+		}
 	}
+}
+
+// A consumer that ran before the drop can be refused for a moment on the
+// new connection while the cluster settles: RabbitMQ answers basic.consume
+// on a stream with 406 "does not have a replica on the local node" until
+// the stream's members are known again after a node loss. Such a restart
+// is tried again every consumeRetryEvery, at most consumeRetries times;
+// the consumer keeps its Deliveries channel meanwhile.
+const (
+	consumeRetryEvery = 250 * time.Millisecond
+	consumeRetries    = 40
+)
+
+// restartMayPass reports whether a restart refused with err may pass when
+// tried again: a 406 to a consume that passed before (a lasting cause
+// such as a missing prefetch would have failed the first start).
+func restartMayPass(err error) bool {
+	var ce *ChannelError
+	return errors.As(err, &ce) && ce.Code == ReplyCode(proto.PreconditionFailed)
 }

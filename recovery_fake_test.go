@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"runtime"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/leveret-mq/leveret"
 	"github.com/leveret-mq/leveret/internal/fakeserver"
+	"github.com/leveret-mq/leveret/internal/proto"
 	"github.com/leveret-mq/leveret/ops"
 )
 
@@ -113,4 +115,93 @@ func TestRecoveryCloseDuringReconnectWait(t *testing.T) {
 	require.ErrorIs(t, err, leveret.ErrClosed)
 	require.ErrorIs(t, client.Err(), leveret.ErrClosed)
 	require.Equal(t, leveret.StateClosed, client.State())
+}
+
+// A consumer of a stream resumes after a reconnect from the offset after
+// the last delivery it handed over (RabbitMQ stamps each with
+// x-stream-offset), not from the x-stream-offset the user first asked for,
+// and the user's Args table is left as it was.
+func TestRecoveryStreamConsumerResumesAfterLastOffset(t *testing.T) {
+	leakCheck(t)
+	var conns atomic.Int32
+	kick := make(chan struct{})
+	resumed := make(chan any, 1)
+	s := fakeserver.StartWith(t, fakeserver.Options{AutoOpen: true, ForgetEnded: true}, func(c *fakeserver.Conn) {
+		ch, m := c.Expect(t, proto.BasicConsumeID)
+		consume := m.(*proto.BasicConsume)
+		c.Send(ch, &proto.BasicConsumeOk{ConsumerTag: consume.ConsumerTag})
+		if conns.Add(1) > 1 {
+			resumed <- consume.Arguments["x-stream-offset"]
+			c.Serve()
+			return
+		}
+		for off := int64(10); off <= 12; off++ {
+			msg := ops.Message{Headers: ops.Table{"x-stream-offset": off}, Body: []byte("m")}
+			c.SendContent(ch, &proto.BasicDeliver{ConsumerTag: consume.ConsumerTag, DeliveryTag: uint64(off - 9)}, &msg)
+		}
+		select {
+		case <-kick:
+			c.Close()
+		case <-c.Done():
+		}
+	})
+	client := dial(t, s, leveret.WithReconnect(&leveret.Backoff{Initial: time.Millisecond, Max: time.Millisecond}))
+	args := ops.Table{"x-stream-offset": "first"}
+	cs, err := await(t, client.Consume(ops.Consume{Queue: "stream", Prefetch: 0, Args: args}))
+	require.NoError(t, err)
+	for want := int64(10); want <= 12; want++ {
+		d := receive(t, cs.Deliveries(), "delivery")
+		require.Equal(t, want, d.Headers["x-stream-offset"])
+	}
+	kick <- struct{}{}
+	require.Equal(t, int64(13), receive(t, resumed, "the restarted consume"))
+	require.Equal(t, ops.Table{"x-stream-offset": "first"}, args, "the user's Args were modified")
+}
+
+// A consumer that ran before the drop and is refused with 406 on the new
+// connection for a moment (as RabbitMQ refuses a stream consumer on a node
+// that does not know the stream's members yet) is started again and keeps
+// its Deliveries channel; the recovery reports it recovered.
+func TestRecoveryConsumerRefusedForAMomentIsRetried(t *testing.T) {
+	leakCheck(t)
+	var conns atomic.Int32
+	kick := make(chan struct{})
+	s := fakeserver.StartWith(t, fakeserver.Options{AutoOpen: true, ForgetEnded: true}, func(c *fakeserver.Conn) {
+		ch, m := c.Expect(t, proto.BasicConsumeID)
+		tag := m.(*proto.BasicConsume).ConsumerTag
+		if conns.Add(1) == 1 {
+			c.Send(ch, &proto.BasicConsumeOk{ConsumerTag: tag})
+			select {
+			case <-kick:
+				c.Close()
+			case <-c.Done():
+			}
+			return
+		}
+		for range 2 { // refused twice, then accepted
+			c.Send(ch, &proto.ChannelClose{ReplyCode: 406, ReplyText: "PRECONDITION_FAILED - does not have a replica on the local node",
+				ClassID: 60, MethodID: 20})
+			c.Expect(t, proto.ChannelCloseOkID)
+			ch, _ = c.Expect(t, proto.BasicConsumeID)
+		}
+		c.Send(ch, &proto.BasicConsumeOk{ConsumerTag: tag})
+		c.SendContent(ch, &proto.BasicDeliver{ConsumerTag: tag, DeliveryTag: 1}, &ops.Message{Body: []byte("after")})
+		c.Serve()
+	})
+	recovered := make(chan *leveret.Recovery, 1)
+	client := dial(t, s, leveret.WithReconnect(&leveret.Backoff{Initial: time.Millisecond, Max: time.Millisecond}),
+		leveret.WithEventHandler(func(e leveret.Event) {
+			if e.Kind == leveret.EventRecovered {
+				recovered <- e.Recovery
+			}
+		}))
+	cs, err := await(t, client.Consume(ops.Consume{Queue: "q"}))
+	require.NoError(t, err)
+	kick <- struct{}{}
+	rep := receive(t, recovered, "recovery")
+	require.Empty(t, rep.Failed)
+	require.Equal(t, 1, rep.Consumers)
+	d := receive(t, cs.Deliveries(), "the delivery after the retries")
+	require.Equal(t, "after", string(d.Body))
+	require.NoError(t, cs.Err())
 }
