@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 GO ?= go
 
-.PHONY: test demo fuzz broker bench
+.PHONY: test demo fuzz broker cluster bench
 
 # The default broker, and an extra independent node (port 5673) that the recovery tests stop
 # and start (rabbitmqctl stop_app) without disturbing the tests that share the default one.
@@ -15,7 +15,11 @@ broker:
 # Generated code must match its generator: after go generate, internal/proto must equal both the
 # index (git diff) and a copy taken before generating. The copy also catches files git does not
 # track yet and works on a machine without git.
-test: broker
+# A 3-node cluster (nodes lc1-lc3, AMQP ports 5681-5683) for tests/cluster; see scripts/cluster.sh.
+cluster:
+	scripts/cluster.sh up
+
+test: broker cluster
 	$(GO) vet ./...
 	cd bench && $(GO) vet ./...
 	cd tests/netfaults && $(GO) vet ./...
@@ -30,7 +34,10 @@ test: broker
 		if ((rc != 0)); then echo "internal/proto: generated code is stale; run go generate ./internal/proto"; fi; \
 		exit $$rc; \
 	fi
-	$(GO) test -race -count=1 -timeout 30m -v ./...
+	$(GO) test -race -count=1 -timeout 30m -v $$($(GO) list ./... | grep -v /tests/cluster)
+	@# The cluster tests stop and start nodes and time the failover: they run on their own, after
+	@# the rest, so that no other package competes with them for the two cores.
+	$(GO) test -race -count=1 -timeout 15m -v ./tests/cluster
 	@# tests/netfaults is its own module (toxiproxy stays out of the library's go.mod).
 	cd tests/netfaults && $(GO) test -race -count=1 -timeout 10m -v ./...
 	@# bench/ is its own module: its report tests, plus each client-path benchmark run briefly
