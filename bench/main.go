@@ -64,7 +64,7 @@ func parseFlags() *config {
 	flag.IntVar(&cfg.window, "window", 1000, "outstanding unconfirmed publishes in the confirm scenario")
 	flag.IntVar(&cfg.prefetch, "prefetch", 1000, "consumer prefetch count")
 	flag.StringVar(&lat, "latency", "0,1,5", "added latency each way, in ms, for the declare scenario (0 = direct)")
-	flag.StringVar(&only, "only", "", "comma-separated scenario groups: declare,publish,confirm,consume,consumers,recovery")
+	flag.StringVar(&only, "only", "", "comma-separated scenario groups: declare,publish,confirm,consume,consumers,recovery,failover")
 	flag.StringVar(&clients, "clients", "", "comma-separated clients: leveret,amqp091-go,amqp091-go-x16,ceiling,ceiling-handoff")
 	flag.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.StringVar(&cfg.outDir, "out", "results", "directory for results.md, raw.csv and chart.png")
@@ -188,6 +188,11 @@ func run(cfg *config) error {
 	if err != nil {
 		return err
 	}
+	failover, err := failoverAll(ctx, env)
+	if err != nil {
+		return err
+	}
+	recovery += failover
 	rep := summarize(cfg, samples)
 	rep.machine, rep.elapsed, rep.rtt = m, time.Since(start), env.rtt
 	text := rep.markdown() + recovery

@@ -119,30 +119,7 @@ func runRecovery(ctx context.Context, e *env, client string, t recoveryTarget) (
 		if err := ch.Confirm(false); err != nil {
 			return res, err
 		}
-		publish = func(ctx context.Context, id int) error {
-			// user code: republish until acked, wait out a recovering channel
-			for ctx.Err() == nil {
-				dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", q, false, false,
-					amqp.Publishing{Body: recoveryMsg(id), DeliveryMode: amqp.Persistent})
-				if err != nil {
-					if conn.IsClosed() && !conn.IsRecoveryEnabled() {
-						return err
-					}
-					time.Sleep(50 * time.Millisecond) // the channel is recovering
-					continue
-				}
-				// Bounded: after a reconnect a confirmation may never come.
-				wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-				ok, err := dc.WaitContext(wctx)
-				cancel()
-				if err == nil && ok {
-					return nil
-				}
-				// nacked at the reconnect, or never confirmed: publish it again
-			}
-			return ctx.Err()
-			// end of user code
-		}
+		publish = amqpPublishUntilAcked(conn, ch, q)
 	}
 	defer closeClient()
 
@@ -209,17 +186,9 @@ func closeConnection(name string) error {
 // countIDs drains q and reports how many of ids 0..confirmed-1 are
 // missing and how many messages arrived more than once.
 func countIDs(ctx context.Context, admin *leveret.Client, q string, confirmed int) (lost, dups int, err error) {
-	seen := make(map[int]int)
-	for {
-		r, err := admin.Get(ops.Get{Queue: q, NoAck: true}).Wait(ctx)
-		if err != nil {
-			return 0, 0, err
-		}
-		if r.Empty() {
-			break
-		}
-		id, _ := strconv.Atoi(string(r.Delivery.Body))
-		seen[id]++
+	seen, err := drainIDs(ctx, admin, q)
+	if err != nil {
+		return 0, 0, err
 	}
 	for id := range confirmed {
 		if seen[id] == 0 {
@@ -230,6 +199,22 @@ func countIDs(ctx context.Context, admin *leveret.Client, q string, confirmed in
 		dups += n - 1
 	}
 	return lost, dups, nil
+}
+
+// drainIDs takes every message out of q and counts them by id.
+func drainIDs(ctx context.Context, admin *leveret.Client, q string) (map[int]int, error) {
+	seen := make(map[int]int)
+	for {
+		r, err := admin.Get(ops.Get{Queue: q, NoAck: true}).Wait(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if r.Empty() {
+			return seen, nil
+		}
+		id, _ := strconv.Atoi(string(r.Delivery.Body))
+		seen[id]++
+	}
 }
 
 // recoverySection is the report's table for one recovery fault.
@@ -316,4 +301,34 @@ func recoveryScenario(ctx context.Context, e *env, title string, t recoveryTarge
 		return "", nil
 	}
 	return recoverySection(title, runs), nil
+}
+
+// amqpPublishUntilAcked is the publishing loop amqp091-go's user needs to
+// survive its recovery: publish id with a deferred confirm, and publish it
+// again until it is acked.
+func amqpPublishUntilAcked(conn *amqp.Connection, ch *amqp.Channel, q string) func(ctx context.Context, id int) error {
+	return func(ctx context.Context, id int) error {
+		// user code: republish until acked, wait out a recovering channel
+		for ctx.Err() == nil {
+			dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", q, false, false,
+				amqp.Publishing{Body: recoveryMsg(id), DeliveryMode: amqp.Persistent})
+			if err != nil {
+				if conn.IsClosed() && !conn.IsRecoveryEnabled() {
+					return err
+				}
+				time.Sleep(50 * time.Millisecond) // the channel is recovering
+				continue
+			}
+			// Bounded: after a reconnect a confirmation may never come.
+			wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			ok, err := dc.WaitContext(wctx)
+			cancel()
+			if err == nil && ok {
+				return nil
+			}
+			// nacked at the reconnect, or never confirmed: publish it again
+		}
+		return ctx.Err()
+		// end of user code
+	}
 }
