@@ -477,7 +477,12 @@ func (ch *Channel) startConsumer(cs *Consumer, o ops.Consume, done func(error)) 
 // consumes from is followed to its new name). Deliveries received before a
 // reconnect can no longer be acknowledged (ErrStaleDelivery): the broker
 // requeued them and delivers them again. If restarting fails (the queue is
-// gone, say), the consumer ends with that error.
+// gone, say), the consumer ends with that error; a 406 refusal of a
+// consumer that ran before is first tried again for up to 10 s (a stream
+// on a cluster that lost a node refuses consumers for a moment). A
+// consumer of a stream queue resumes at the offset after the last
+// delivery it handed over (from each delivery's x-stream-offset header),
+// whatever x-stream-offset o.Args first asked for: no gap, no duplicate.
 func (c *Client) Consume(o ops.Consume) *Promise[*Consumer] {
 	p := newPromise[*Consumer]()
 	cs := c.newConsumer(o, true, 0)

@@ -58,13 +58,15 @@ func TestFailoverStreamConsumerResumesAtOffset(t *testing.T) {
 		}
 	}
 	read(before / 2)
+	stopAt := time.Now()
 	stopNode(t, on)
 	_, recAt := log.wait(t, leveret.EventRecovered, 1, failoverMax)
+	_, discAt := log.wait(t, leveret.EventDisconnected, 1, failoverMax)
 	now := log.connectedTo(t)
 	publish(t, ctx, c, stream, before, after)
 	read(before + after)
-	t.Logf("stopped %s after %d deliveries; recovered on %s at %v; read %d messages (%d acks refused as stale)",
-		on.name, before/2, now.name, recAt.Format(time.TimeOnly), len(got), stale)
+	t.Logf("stopped %s after %d deliveries; disconnected after %v, recovered on %s %v after the stop began; read %d messages (%d acks refused as stale)",
+		on.name, before/2, discAt.Sub(stopAt), now.name, recAt.Sub(stopAt), len(got), stale)
 	for i, seq := range got {
 		require.Equal(t, i, seq, "delivery %d is message %d: a gap or a duplicate", i, seq)
 	}
