@@ -4,11 +4,14 @@ GO ?= go
 
 .PHONY: test demo fuzz broker cluster bench
 
-# The default broker, and an extra independent node (port 5673) that the recovery tests stop
-# and start (rabbitmqctl stop_app) without disturbing the tests that share the default one.
+# The default broker; an extra independent node (port 5673) that the recovery tests stop and
+# start (rabbitmqctl stop_app) and the memory-alarm test blocks, without disturbing the tests
+# that share the default one; and the TLS node (amqps on 5671, SASL EXTERNAL, certificates made
+# by scripts/gencerts).
 broker:
 	scripts/broker.sh up
 	scripts/broker.sh node leveret2 5673
+	scripts/broker.sh tls
 
 # go test runs with -v so that .ci/run can count the top-level "--- PASS/FAIL/SKIP" lines; the
 # per-package "ok"/"FAIL" lines stay in the output as usual.

@@ -8,6 +8,11 @@
 #                                 start an extra, independent node NAME@host answering AMQP on
 #                                 PORT (distribution port PORT+20000), for tests that stop and
 #                                 start a broker (stop_app) without disturbing the default one
+#   scripts/broker.sh tls         start an extra node (ltls, AMQP port 5674) with an amqps listener on
+#                                 5671 (verify_peer, fail_if_no_peer_cert) and SASL EXTERNAL, using a
+#                                 throw-away CA and certificates made by scripts/gencerts in
+#                                 /var/lib/rabbitmq/leveret-ltls/certs; user leveret-client (the client
+#                                 certificate's CN) may log in with EXTERNAL
 #
 # The broker address is taken from $AMQP_URL (default amqp://guest:guest@127.0.0.1:5672/).
 # "up" is idempotent: it does nothing when something already answers AMQP there. Debian's
@@ -172,13 +177,13 @@ cmd_node() {
 	local name=${1:?node name} port=${2:?AMQP port}
 	HOST=127.0.0.1 PORT=$port SCHEME=amqp
 	if probe; then
-		exit 0
+		return 0
 	fi
 	install_broker
 	local base=/var/lib/rabbitmq/leveret-$name
 	"${SUDO[@]}" mkdir -p "$base/mnesia" "$base/log"
-	printf 'listeners.tcp.default = %s\n' "$port" | "${SUDO[@]}" tee "$base/rabbitmq.conf" >/dev/null
-	echo '[].' | "${SUDO[@]}" tee "$base/enabled_plugins" >/dev/null
+	printf 'listeners.tcp.default = %s\n%s' "$port" "${NODE_CONF_EXTRA:-}" | "${SUDO[@]}" tee "$base/rabbitmq.conf" >/dev/null
+	echo "[${NODE_PLUGINS:-}]." | "${SUDO[@]}" tee "$base/enabled_plugins" >/dev/null
 	"${SUDO[@]}" chown -R rabbitmq:rabbitmq "$base"
 	local t0=$SECONDS node=$name@$(hostname -s)
 	if "${SUDO[@]}" rabbitmqctl -n "$node" -q ping >/dev/null 2>&1; then
@@ -203,8 +208,46 @@ cmd_node() {
 	say "node $node ready after $((SECONDS - t0))s"
 }
 
+# cmd_tls starts the TLS node (see the usage at the top). The certificates are made once; the
+# listener is checked by connecting to its port (bash has no TLS client; the Go tests do the rest).
+cmd_tls() {
+	local name=ltls port=5674 tls_port=5671
+	local base=/var/lib/rabbitmq/leveret-$name node=$name@$(hostname -s)
+	install_broker
+	if [[ ! -s $base/certs/client-key.pem ]]; then
+		say "making test certificates in $base/certs"
+		"${SUDO[@]}" mkdir -p "$base/certs"
+		(cd "$(dirname "$0")/.." && "${SUDO[@]}" "$(command -v go)" run ./scripts/gencerts -out "$base/certs")
+	fi
+	NODE_CONF_EXTRA="listeners.ssl.default = $tls_port
+ssl_options.cacertfile = $base/certs/ca.pem
+ssl_options.certfile = $base/certs/server.pem
+ssl_options.keyfile = $base/certs/server-key.pem
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = true
+ssl_cert_login_from = common_name
+auth_mechanisms.1 = PLAIN
+auth_mechanisms.2 = AMQPLAIN
+auth_mechanisms.3 = EXTERNAL
+" NODE_PLUGINS=rabbitmq_auth_mechanism_ssl cmd_node "$name" "$port"
+	local t0=$SECONDS
+	until timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0"' "$tls_port" 2>/dev/null; do
+		if ((SECONDS - t0 >= READY_TIMEOUT)); then
+			die "node $node: nothing listens on TLS port $tls_port"
+		fi
+		sleep 0.5
+	done
+	if ! "${SUDO[@]}" rabbitmqctl -n "$node" -q list_users 2>/dev/null | grep -q '^leveret-client[[:space:]]'; then
+		# EXTERNAL checks no password; a random one keeps PLAIN logins as this user out.
+		"${SUDO[@]}" rabbitmqctl -n "$node" -q add_user leveret-client "$(head -c 18 /dev/urandom | base64)" >/dev/null
+		"${SUDO[@]}" rabbitmqctl -n "$node" -q set_permissions -p / leveret-client '.*' '.*' '.*' >/dev/null
+	fi
+	say "node $node: amqps on port $tls_port"
+}
+
 case ${1:-} in
 up) cmd_up ;;
+tls) cmd_tls ;;
 node)
 	shift
 	cmd_node "$@"
@@ -215,7 +258,7 @@ ctl)
 	exec "${SUDO[@]}" rabbitmqctl "$@"
 	;;
 *)
-	echo "usage: $0 up | down | ctl ARGS... | node NAME PORT" >&2
+	echo "usage: $0 up | down | ctl ARGS... | node NAME PORT | tls" >&2
 	exit 2
 	;;
 esac

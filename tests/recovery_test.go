@@ -353,11 +353,14 @@ func node2URL() string {
 	return "amqp://guest:guest@127.0.0.1:5673/%2f"
 }
 
-func node2Name(t *testing.T) string {
+func node2Name(t *testing.T) string { return localNode(t, "leveret2") }
+
+// localNode is the Erlang node name of a node called name on this host.
+func localNode(t *testing.T, name string) string {
 	host, err := os.Hostname()
 	require.NoError(t, err)
 	host, _, _ = strings.Cut(host, ".")
-	return "leveret2@" + host
+	return name + "@" + host
 }
 
 // deadURL is an endpoint where nothing listens.
