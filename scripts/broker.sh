@@ -143,8 +143,9 @@ cmd_up() {
 		"${SUDO[@]}" rabbitmqctl -q start_app >/dev/null 2>&1 9>&- || true
 	else
 		say "starting"
-		# 9>&-: the node must not inherit the lock.
-		"${SUDO[@]}" env "${node_env[@]}" rabbitmq-server -detached >/dev/null 2>&1 9>&- || true
+		# 9>&-: the node must not inherit the lock. cd /: the node keeps the directory it starts in
+		# as its own, and a checkout deleted under a running node breaks its stop_app.
+		(cd / && "${SUDO[@]}" env "${node_env[@]}" rabbitmq-server -detached >/dev/null 2>&1 9>&-) || true
 	fi
 	while ! probe; do
 		if ((SECONDS - t0 >= READY_TIMEOUT)); then
@@ -191,11 +192,12 @@ cmd_node() {
 		"${SUDO[@]}" rabbitmqctl -n "$node" -q start_app >/dev/null 2>&1 || true
 	else
 		say "starting $node on port $port"
-		"${SUDO[@]}" runuser -u rabbitmq -- env RABBITMQ_NODENAME="$node" RABBITMQ_NODE_PORT="$port" \
+		# Started in its own directory, not the caller's (see cmd_up).
+		(cd "$base" && "${SUDO[@]}" runuser -u rabbitmq -- env RABBITMQ_NODENAME="$node" RABBITMQ_NODE_PORT="$port" \
 			RABBITMQ_DIST_PORT=$((port + 20000)) RABBITMQ_MNESIA_BASE="$base/mnesia" \
 			RABBITMQ_LOG_BASE="$base/log" RABBITMQ_CONFIG_FILE="$base/rabbitmq" \
 			RABBITMQ_ENABLED_PLUGINS_FILE="$base/enabled_plugins" RABBITMQ_PID_FILE="$base/pid" \
-			/usr/lib/rabbitmq/bin/rabbitmq-server -detached >/dev/null 2>&1 || true
+			/usr/lib/rabbitmq/bin/rabbitmq-server -detached >/dev/null 2>&1) || true
 	fi
 	while ! probe; do
 		if ((SECONDS - t0 >= READY_TIMEOUT)); then
