@@ -162,3 +162,34 @@ func TestWriteFailureWrappedOnce(t *testing.T) {
 		require.Contains(t, err.Error(), "broken pipe")
 	}
 }
+
+// TestFlushKeepsSpareForLargeWriteLimit: a batch the size of a large
+// WriteLimit (plus a message) is kept for reuse, so a bigger limit does not
+// mean a fresh buffer per batch; with the default limit a batch past
+// maxSpareBuffer is still let go.
+func TestFlushKeepsSpareForLargeWriteLimit(t *testing.T) {
+	cli, srv := net.Pipe()
+	drained := make(chan struct{})
+	go func() { // owner: this test; exits when cli is closed below
+		defer close(drained)
+		io.Copy(io.Discard, srv)
+	}()
+	defer func() {
+		cli.Close()
+		<-drained
+	}()
+	for _, tc := range []struct {
+		limit, batch int
+		kept         bool
+	}{
+		{4 << 20, 5 << 20, true},  // 4 MiB limit, one 1 MiB message past it
+		{1 << 20, 5 << 20, false}, // default limit: one huge message is not pinned
+	} {
+		c := &Conn{nc: cli, wake: make(chan struct{}, 1), cfg: Config{WriteLimit: tc.limit}}
+		big := make([]byte, tc.batch)
+		require.NoError(t, c.enqueue(func(dst []byte) ([]byte, error) { return append(dst, big...), nil }, nil))
+		_, err := c.flush()
+		require.NoError(t, err)
+		require.Equal(t, tc.kept, cap(c.wspare) >= tc.batch, "limit %d, batch %d", tc.limit, tc.batch)
+	}
+}
