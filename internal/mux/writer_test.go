@@ -90,16 +90,7 @@ func TestEnqueueAckMerges(t *testing.T) {
 // cannot be taken back, even if the new buffer happens to reach the same
 // length.
 func TestEnqueueAckNotMergedAfterFlush(t *testing.T) {
-	cli, srv := net.Pipe()
-	drained := make(chan struct{})
-	go func() { // owner: this test; exits when cli is closed below
-		defer close(drained)
-		io.Copy(io.Discard, srv)
-	}()
-	defer func() {
-		cli.Close()
-		<-drained
-	}()
+	cli := discardConn(t)
 	c := &Conn{nc: cli, wake: make(chan struct{}, 1)}
 	require.NoError(t, c.enqueueAck(1, Ack{Tag: 1, Cumulative: true}))
 	_, err := c.flush()
@@ -168,16 +159,7 @@ func TestWriteFailureWrappedOnce(t *testing.T) {
 // mean a fresh buffer per batch; with the default limit a batch past
 // maxSpareBuffer is still let go.
 func TestFlushKeepsSpareForLargeWriteLimit(t *testing.T) {
-	cli, srv := net.Pipe()
-	drained := make(chan struct{})
-	go func() { // owner: this test; exits when cli is closed below
-		defer close(drained)
-		io.Copy(io.Discard, srv)
-	}()
-	defer func() {
-		cli.Close()
-		<-drained
-	}()
+	cli := discardConn(t)
 	for _, tc := range []struct {
 		limit, batch int
 		kept         bool
@@ -192,4 +174,20 @@ func TestFlushKeepsSpareForLargeWriteLimit(t *testing.T) {
 		require.NoError(t, err)
 		require.Equal(t, tc.kept, cap(c.wspare) >= tc.batch, "limit %d, batch %d", tc.limit, tc.batch)
 	}
+}
+
+// discardConn is a connection whose peer reads and discards everything
+// until the test ends.
+func discardConn(t *testing.T) net.Conn {
+	cli, srv := net.Pipe()
+	drained := make(chan struct{})
+	go func() { // owner: the test; exits when cli is closed at its end
+		defer close(drained)
+		io.Copy(io.Discard, srv)
+	}()
+	t.Cleanup(func() {
+		cli.Close()
+		<-drained
+	})
+	return cli
 }
