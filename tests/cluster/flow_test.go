@@ -20,9 +20,8 @@ import (
 // message body is its sequence number, so the test can tell what was
 // lost, what came twice, and when each side resumed.
 type flow struct {
-	t     *testing.T
-	queue string
-	wg    sync.WaitGroup
+	t  *testing.T
+	wg sync.WaitGroup
 
 	pubStop, stop     chan struct{} // end the publisher; end the consumer
 	pubOnce, stopOnce sync.Once
@@ -41,7 +40,7 @@ type flow struct {
 // it with the given prefetch, on c.
 func startFlow(t *testing.T, ctx context.Context, c *leveret.Client, queue string, rate int, prefetch uint16) *flow {
 	t.Helper()
-	f := &flow{t: t, queue: queue, pubStop: make(chan struct{}), stop: make(chan struct{}), seen: make(map[int]int), change: make(chan struct{}, 1)}
+	f := &flow{t: t, pubStop: make(chan struct{}), stop: make(chan struct{}), seen: make(map[int]int), change: make(chan struct{}, 1)}
 	t.Cleanup(f.end) // also when the test fails half-way
 	p, err := confirm.New(ctx, c, confirm.WithWindow(500), confirm.WithRepublish())
 	require.NoError(t, err)

@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -112,12 +111,6 @@ func stopNode(t *testing.T, n node) {
 	})
 	out, err := ctl(n, "stop_app")
 	require.NoError(t, err, "stop_app %s: %s", n.name, out)
-}
-
-// startNode starts n's application again and waits for the cluster.
-func startNode(t *testing.T, n node) {
-	t.Helper()
-	require.NoError(t, clusterUp())
 }
 
 // leaderOf names the node that leads quorum or stream queue q, asking via.
@@ -226,11 +219,4 @@ func dialCluster(t *testing.T, ctx context.Context, first int, opts ...leveret.O
 // uniqueName is a queue or exchange name for this test run.
 func uniqueName(t *testing.T, what string) string {
 	return fmt.Sprintf("leveret-cluster-%s-%s-%d", strings.ToLower(t.Name()), what, time.Now().UnixNano())
-}
-
-// median and maximum of a list of durations (not empty).
-func medianMax(ds []time.Duration) (time.Duration, time.Duration) {
-	s := slices.Clone(ds)
-	slices.Sort(s)
-	return s[len(s)/2], s[len(s)-1]
 }
