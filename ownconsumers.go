@@ -3,7 +3,6 @@ package leveret
 import (
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/leveret-mq/leveret/internal/proto"
 )
@@ -118,7 +117,7 @@ func (c *Client) recoverConsumers(g *generation, rep *Recovery) {
 				rep.Consumers++
 				continue
 			}
-			if w.cs.restarting.Load() && try < consumeRetries && restartMayPass(err) && g.conn.Err() == nil {
+			if w.cs.restarting.Load() && try < refusedRetries && restartMayPass(err) && g.conn.Err() == nil {
 				again = append(again, w)
 				continue
 			}
@@ -127,7 +126,7 @@ func (c *Client) recoverConsumers(g *generation, rep *Recovery) {
 			}
 			rep.Failed = append(rep.Failed, fmt.Errorf("amqp: recovering consumer %q on queue %q: %w", w.cs.tag, w.cs.o.Queue, err))
 		}
-		closing := len(again) > 0 && sleepCtx(c.supCtx, consumeRetryEvery) != nil
+		closing := len(again) > 0 && sleepCtx(c.supCtx, refusedRetryEvery) != nil
 		waits = waits[:0]
 		for _, w := range again {
 			if closing { // Close ends the consumer
@@ -150,13 +149,9 @@ func (c *Client) recoverConsumers(g *generation, rep *Recovery) {
 // new connection while the cluster settles: RabbitMQ answers basic.consume
 // on a stream with 406 "does not have a replica on the local node" until
 // the stream's members are known again after a node loss. Such a restart
-// is tried again every consumeRetryEvery, at most consumeRetries times;
-// the consumer keeps its Deliveries channel meanwhile.
-const (
-	consumeRetryEvery = 250 * time.Millisecond
-	consumeRetries    = 40
-)
-
+// is tried again like any refused recovery step (refusedRetryEvery,
+// refusedRetries); the consumer keeps its Deliveries channel meanwhile.
+//
 // restartMayPass reports whether a restart refused with err may pass when
 // tried again: a 406 to a consume that passed before (a lasting cause
 // such as a missing prefetch would have failed the first start).

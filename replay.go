@@ -48,24 +48,26 @@ func (c *Client) recoverOn(g *generation) *Recovery {
 	return rep
 }
 
-// Named exclusive queues of the lost connection may still exist for a
-// moment on the broker (until it notices that connection's end), so
-// re-declaring one can meet 405 RESOURCE_LOCKED: it is tried again, every
-// lockedRetryEvery, for at most lockedRetries times.
+// The broker can refuse a recovery step for a moment while it settles
+// after the drop; such a step is tried again every refusedRetryEvery, at
+// most refusedRetries times (10 s). Named exclusive queues of the lost
+// connection may still exist (until the broker notices that connection's
+// end), so re-declaring one can meet 405 RESOURCE_LOCKED; consumers meet
+// 406 on a cluster (see recoverConsumers).
 const (
-	lockedRetryEvery = 250 * time.Millisecond
-	lockedRetries    = 40
+	refusedRetryEvery = 250 * time.Millisecond
+	refusedRetries    = 40
 )
 
 func (c *Client) retryLocked(g *generation, items []replayItem, replies []proto.Method, errs []error) {
-	for try := 0; try < lockedRetries; try++ {
+	for try := 0; try < refusedRetries; try++ {
 		var idx []int
 		for i, err := range errs {
 			if q, ok := items[i].m.(*proto.QueueDeclare); ok && q.Exclusive && errors.Is(err, ErrResourceLocked) {
 				idx = append(idx, i)
 			}
 		}
-		if len(idx) == 0 || sleepCtx(c.supCtx, lockedRetryEvery) != nil {
+		if len(idx) == 0 || sleepCtx(c.supCtx, refusedRetryEvery) != nil {
 			return
 		}
 		again := make([]replayItem, len(idx))
