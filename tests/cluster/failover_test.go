@@ -2,7 +2,6 @@ package cluster
 
 import (
 	"context"
-	"strings"
 	"testing"
 	"time"
 
@@ -24,17 +23,25 @@ func quorumQueue(name string) ops.QueueDeclare {
 
 // deleteQueue removes q through whichever node answers, when the test ends.
 func deleteQueue(t *testing.T, q string) {
+	atEnd(t, "deleting "+q, func(ctx context.Context, c *leveret.Client) error {
+		_, err := c.QueueDelete(ops.QueueDelete{Queue: q}).Wait(ctx)
+		return err
+	})
+}
+
+// atEnd runs fn, when the test ends, on a client of whichever node
+// answers, and logs what failed.
+func atEnd(t *testing.T, what string, fn func(context.Context, *leveret.Client) error) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		c, err := leveret.Dial(ctx, "", leveret.WithFailover(urls(0)...), leveret.WithReconnect(nil))
-		if err != nil {
-			t.Logf("deleting %s: %v", q, err)
-			return
+		if err == nil {
+			err = fn(ctx, c)
+			c.Close(ctx)
 		}
-		defer c.Close(ctx)
-		if _, err := c.QueueDelete(ops.QueueDelete{Queue: q}).Wait(ctx); err != nil {
-			t.Logf("deleting %s: %v", q, err)
+		if err != nil {
+			t.Logf("%s: %v", what, err)
 		}
 	})
 }
@@ -146,13 +153,9 @@ func TestFailoverClassicQueueOnLostNode(t *testing.T) {
 	classic, quorum, exchange := uniqueName(t, "classic"), uniqueName(t, "quorum"), uniqueName(t, "x")
 	deleteQueue(t, classic)
 	deleteQueue(t, quorum)
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if c, err := leveret.Dial(ctx, "", leveret.WithFailover(urls(0)...), leveret.WithReconnect(nil)); err == nil {
-			c.ExchangeDelete(ops.ExchangeDelete{Exchange: exchange}).Wait(ctx)
-			c.Close(ctx)
-		}
+	atEnd(t, "deleting "+exchange, func(ctx context.Context, c *leveret.Client) error {
+		_, err := c.ExchangeDelete(ops.ExchangeDelete{Exchange: exchange}).Wait(ctx)
+		return err
 	})
 	c.ExchangeDeclare(ops.ExchangeDeclare{Exchange: exchange, Kind: ops.Direct})
 	c.QueueDeclare(ops.QueueDeclare{Queue: classic, Durable: true})
@@ -173,7 +176,6 @@ func TestFailoverClassicQueueOnLostNode(t *testing.T) {
 	for _, err := range rep.Failed {
 		require.Contains(t, err.Error(), classic, "only the classic queue's entities may fail")
 	}
-	require.True(t, strings.Contains(rep.Failed[0].Error(), classic))
 	require.ErrorIs(t, rep.Failed[0], leveret.ErrNotFound, "RabbitMQ answers 404: the queue's home node is down")
 	require.GreaterOrEqual(t, rep.Exchanges, 1)
 	require.GreaterOrEqual(t, rep.Queues, 1)
