@@ -211,7 +211,7 @@ cmd_node() {
 }
 
 # cmd_tls starts the TLS node (see the usage at the top). The certificates are made once; the
-# listener is checked by connecting to its port (bash has no TLS client; the Go tests do the rest).
+# listener is checked by probe, which for amqps connects to the port (the Go tests do the rest).
 cmd_tls() {
 	local name=ltls port=5674 tls_port=5671
 	local base=/var/lib/rabbitmq/leveret-$name node=$name@$(hostname -s)
@@ -233,7 +233,8 @@ auth_mechanisms.2 = AMQPLAIN
 auth_mechanisms.3 = EXTERNAL
 " NODE_PLUGINS=rabbitmq_auth_mechanism_ssl cmd_node "$name" "$port"
 	local t0=$SECONDS
-	until timeout 3 bash -c 'exec 3<>"/dev/tcp/127.0.0.1/$0"' "$tls_port" 2>/dev/null; do
+	HOST=127.0.0.1 PORT=$tls_port SCHEME=amqps # probe: an open port is all bash can check
+	until probe; do
 		if ((SECONDS - t0 >= READY_TIMEOUT)); then
 			die "node $node: nothing listens on TLS port $tls_port"
 		fi
