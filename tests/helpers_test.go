@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -227,16 +228,25 @@ func testVhost(t *testing.T) string {
 type connInfo struct {
 	Name             string   `json:"name"` // "client addr -> server addr": unique per connection
 	ClientProperties ctlTable `json:"client_properties"`
+	User             string   `json:"user"`           // only when asked for (findConnectionOn)
+	AuthMechanism    string   `json:"auth_mechanism"` // only when asked for
 }
 
 // findConnection polls rabbitmqctl for up to 10 s until a connection with
 // the given client-provided name shows up.
 func findConnection(t *testing.T, name string) (connInfo, bool) {
+	return findConnectionOn(t, nil, name)
+}
+
+// findConnectionOn is findConnection with rabbitmqctl options (such as
+// "-n", node) and extra list_connections columns.
+func findConnectionOn(t *testing.T, ctlOpts []string, name string, columns ...string) (connInfo, bool) {
 	t.Helper()
+	args := append(append(slices.Clone(ctlOpts), "list_connections", "name", "client_properties"), columns...)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var conns []connInfo
-		ctlJSON(t, &conns, "list_connections", "name", "client_properties")
+		ctlJSON(t, &conns, args...)
 		for _, c := range conns {
 			if v, ok := c.ClientProperties.get("connection_name"); ok && v == name {
 				return c, true

@@ -84,22 +84,9 @@ func roundTrip(t *testing.T, c *leveret.Client) {
 // connection named name on the TLS node.
 func tlsConnUser(t *testing.T, name string) (user, mechanism string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var conns []struct {
-			User             string   `json:"user"`
-			AuthMechanism    string   `json:"auth_mechanism"`
-			ClientProperties ctlTable `json:"client_properties"`
-		}
-		ctlJSON(t, &conns, "-n", tlsNodeName(t), "list_connections", "user", "auth_mechanism", "client_properties")
-		for _, c := range conns {
-			if v, ok := c.ClientProperties.get("connection_name"); ok && v == name {
-				return c.User, c.AuthMechanism
-			}
-		}
-		require.False(t, time.Now().After(deadline), "connection %q not listed", name)
-		time.Sleep(200 * time.Millisecond)
-	}
+	c, ok := findConnectionOn(t, []string{"-n", tlsNodeName(t)}, name, "user", "auth_mechanism")
+	require.True(t, ok, "connection %q not listed", name)
+	return c.User, c.AuthMechanism
 }
 
 // amqps with the test CA and a client certificate connects (PLAIN as
