@@ -34,6 +34,8 @@ type Channel struct {
 
 	pubs *pubTracker // on the pool's confirm-mode channels: Client.Publish's; else nil
 
+	confirmCount confirmCounter // reader only: for ConfirmHook's count
+
 	mu        sync.Mutex
 	consumers map[string]*Consumer
 	unacked   tagSet   // deliveries awaiting ack, for refusing unknown tags locally
@@ -137,6 +139,13 @@ func (ch *Channel) async(m proto.Method, msg *ops.Message) {
 		if ch.pubs != nil { // a Client.Publish: it settles its own promise
 			ch.pubs.returned(r)
 			return
+		}
+		if h := ch.c.hooks; h != nil && len(h.ret) > 0 {
+			ch.c.dispatch.postBatched(func() {
+				for _, x := range h.ret {
+					x.OnReturn(ch, r)
+				}
+			})
 		}
 		ch.mu.Lock()
 		fn := ch.onReturn

@@ -40,6 +40,7 @@ type Client struct {
 	pool     *pool
 	rec      record // topology to re-declare on a new connection
 	dispatch *dispatcher
+	hooks    *hookSet // nil without WithHooks
 	blocked  atomic.Bool
 	state    atomic.Int32 // a State
 
@@ -73,6 +74,7 @@ func newClient(eps []endpoint, policy ReconnectPolicy, d dialed) *Client {
 	}
 	c := &Client{cfg: cfg, eps: eps, policy: policy, dispatch: newDispatcher(cfg.logger), stopPumps: make(chan struct{}),
 		closing: make(chan struct{}), done: make(chan struct{}), settledOK: settled(struct{}{}, nil)}
+	c.hooks, _ = newHookSet(cfg.hooks) // validated by Dial
 	c.rec.init(cfg.topologyFilter, cfg.topologyOff)
 	c.supCtx, c.supCancel = context.WithCancel(context.Background())
 	g := c.newGeneration(d, 1)

@@ -74,6 +74,10 @@ type clientPub struct {
 	// ctx is the publish's context while it waits for an operation on
 	// another channel: if it ends first, the publish is not sent.
 	ctx context.Context
+	// With publish hooks: what they were shown, and the context OnPublish
+	// returned, for OnPublishDone.
+	hinfo *PublishInfo
+	hctx  context.Context
 }
 
 func newClientPub(o *ops.Publish, prom *Promise[struct{}]) *clientPub {
@@ -273,6 +277,11 @@ func (pub *clientPub) finish(err error) {
 	p := pub.pool
 	p.budget.release(pub.cost)
 	p.finish(&pub.op, nil, nil, nil, err)
+	if pub.hinfo != nil {
+		// finish may run on the reader goroutine: hooks run on the dispatcher.
+		h, ctx, info := p.c.hooks, pub.hctx, pub.hinfo
+		p.c.dispatch.post(func() { h.donePublish(ctx, info, err) })
+	}
 }
 
 // takeTag removes tagHeader from a returned message and returns its value.
@@ -295,7 +304,15 @@ func (p *pool) publish(ctx context.Context, o *ops.Publish, prom *Promise[struct
 		return err
 	}
 	pub := newClientPub(o, prom)
+	if h := p.c.hooks; h.publishes() {
+		pub.hinfo = &PublishInfo{Exchange: o.Exchange, RoutingKey: o.RoutingKey, Mandatory: o.Mandatory, Message: &pub.msg, Confirmed: true}
+		ctx = h.runPublish(ctx, pub.hinfo) // pub.msg has its own headers table already
+		pub.hctx = ctx
+	}
 	if err := p.budget.acquire(ctx, pub.cost); err != nil {
+		if pub.hinfo != nil {
+			p.c.hooks.donePublish(ctx, pub.hinfo, err)
+		}
 		return err
 	}
 	key := entityKey('e', o.Exchange)

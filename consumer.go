@@ -41,11 +41,12 @@ var (
 // the broker cancels it, or when its channel or connection closes) and
 // everything received before has been handed over. Err then says why.
 type Consumer struct {
-	c     *Client
-	chp   atomic.Pointer[Channel] // the channel it runs on; replaced when a Client.Consume consumer is restarted
-	tag   string
-	noAck bool
-	own   bool // on a channel opened by Client.Consume, closed with the consumer
+	c      *Client
+	chp    atomic.Pointer[Channel] // the channel it runs on; replaced when a Client.Consume consumer is restarted
+	tag    string
+	noAck  bool
+	own    bool // on a channel opened by Client.Consume, closed with the consumer
+	hooked bool // the client has a DeliveryHook: deliveries go through the pump
 
 	// A Client.Consume consumer is restarted on each new connection
 	// (pool.startOwn). Guarded by pool.mu.
@@ -260,9 +261,11 @@ func (cs *Consumer) deliver(d *Delivery) {
 	// Before the hand-over: from then on d is the user's. A delivery the
 	// overflow limit turns away ends the consumer, which never restarts.
 	cs.noteStreamOffset(d)
-	if !cs.pumping.Load() {
+	if !cs.pumping.Load() && !cs.hooked {
 		// No pump runs, and none starts unless this goroutine starts it:
-		// the buffer is the reader's alone.
+		// the buffer is the reader's alone. (With a DeliveryHook every
+		// delivery goes through the pump, which runs the hook: the reader
+		// never runs user code.)
 		select {
 		case cs.deliveries <- d:
 			return
@@ -355,6 +358,9 @@ func (cs *Consumer) pump(stop <-chan struct{}) {
 			cs.wakeReaderLocked()
 		}
 		cs.ovMu.Unlock()
+		if cs.hooked {
+			cs.c.hooks.delivered(d, cs)
+		}
 		select {
 		case cs.deliveries <- d:
 		case <-stop:
@@ -416,7 +422,17 @@ func (c *Client) newConsumer(o ops.Consume, own bool, chPrefetch int) *Consumer 
 		buffer = limit
 	}
 	return &Consumer{c: c, tag: o.ConsumerTag, noAck: o.NoAck, own: own, o: o,
+		hooked:     c.hooks != nil && len(c.hooks.delivery) > 0,
 		deliveries: make(chan *Delivery, buffer), done: make(chan struct{})}
+}
+
+// queue is the queue the consumer reads now (a server-named one is renamed
+// at recovery, under pool.mu).
+func (cs *Consumer) queue() string {
+	p := cs.c.pool
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return cs.o.Queue
 }
 
 // startConsumer issues basic.consume for cs on ch (after basic.qos if

@@ -1,6 +1,7 @@
 package leveret
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
@@ -34,8 +35,9 @@ type Delivery struct {
 	RoutingKey   string
 	MessageCount uint32 // for Get: messages left in the queue
 
-	ch *Channel
-	on *link // the AMQP channel it arrived on: its tag means nothing on another
+	ch   *Channel
+	on   *link           // the AMQP channel it arrived on: its tag means nothing on another
+	hctx context.Context // made by a DeliveryHook; nil without one
 }
 
 // Ack acknowledges the delivery. It does not block: the promise settles
@@ -44,10 +46,7 @@ type Delivery struct {
 // delivery was already acknowledged, or it was received before a reconnect
 // (ErrStaleDelivery: the broker has requeued it and redelivers it).
 func (d *Delivery) Ack() *Promise[struct{}] {
-	if err := d.stale(); err != nil {
-		return settled(struct{}{}, err)
-	}
-	return d.ch.Ack(ops.Ack{DeliveryTag: d.DeliveryTag})
+	return d.settle(SettleAck, false, false, nil)
 }
 
 // stale refuses an acknowledgement of a delivery whose channel has been
@@ -62,20 +61,25 @@ func (d *Delivery) stale() error {
 // Nack rejects the delivery (and, with o.Multiple, every earlier
 // unacknowledged one on its channel). o.DeliveryTag is ignored.
 func (d *Delivery) Nack(o ops.Nack) *Promise[struct{}] {
-	o.DeliveryTag = d.DeliveryTag
-	if err := d.stale(); err != nil {
-		return settled(struct{}{}, err)
-	}
-	return d.ch.Nack(o)
+	return d.settle(SettleNack, o.Multiple, o.Requeue, &proto.BasicNack{DeliveryTag: d.DeliveryTag, Multiple: o.Multiple, Requeue: o.Requeue})
 }
 
 // Reject rejects the delivery. o.DeliveryTag is ignored.
 func (d *Delivery) Reject(o ops.Reject) *Promise[struct{}] {
-	o.DeliveryTag = d.DeliveryTag
+	return d.settle(SettleReject, false, o.Requeue, &proto.BasicReject{DeliveryTag: d.DeliveryTag, Requeue: o.Requeue})
+}
+
+// settle sends the delivery's ack (m nil), nack or reject unless it is
+// stale, and tells the settle hooks.
+func (d *Delivery) settle(kind SettleKind, multiple, requeue bool, m proto.Method) *Promise[struct{}] {
+	if d.ch == nil {
+		return settled(struct{}{}, ErrUnknownDeliveryTag) // not received from the broker
+	}
 	if err := d.stale(); err != nil {
+		d.ch.settledHooks(d, Settlement{Kind: kind, Requeue: requeue, Err: err})
 		return settled(struct{}{}, err)
 	}
-	return d.ch.Reject(o)
+	return d.ch.settle(d, kind, d.DeliveryTag, multiple, requeue, m)
 }
 
 // Channel is the channel the delivery arrived on; acknowledgements go there.
@@ -93,41 +97,60 @@ func (g GetResult) Empty() bool { return g.Delivery == nil }
 // Ack acknowledges deliveries received on this channel. It does not block
 // and refuses locally (ErrUnknownDeliveryTag) a tag that is not outstanding.
 func (ch *Channel) Ack(o ops.Ack) *Promise[struct{}] {
-	return ch.acknowledge(o.DeliveryTag, o.Multiple, nil)
+	return ch.settle(nil, SettleAck, o.DeliveryTag, o.Multiple, false, nil)
 }
 
 // Nack rejects deliveries received on this channel. It does not block.
 func (ch *Channel) Nack(o ops.Nack) *Promise[struct{}] {
-	return ch.acknowledge(o.DeliveryTag, o.Multiple, &proto.BasicNack{DeliveryTag: o.DeliveryTag, Multiple: o.Multiple, Requeue: o.Requeue})
+	return ch.settle(nil, SettleNack, o.DeliveryTag, o.Multiple, o.Requeue,
+		&proto.BasicNack{DeliveryTag: o.DeliveryTag, Multiple: o.Multiple, Requeue: o.Requeue})
 }
 
 // Reject rejects one delivery received on this channel. It does not block.
 func (ch *Channel) Reject(o ops.Reject) *Promise[struct{}] {
-	return ch.acknowledge(o.DeliveryTag, false, &proto.BasicReject{DeliveryTag: o.DeliveryTag, Requeue: o.Requeue})
+	return ch.settle(nil, SettleReject, o.DeliveryTag, false, o.Requeue, &proto.BasicReject{DeliveryTag: o.DeliveryTag, Requeue: o.Requeue})
+}
+
+// settle acknowledges and tells the settle hooks; d is the delivery when
+// its own method was used.
+func (ch *Channel) settle(d *Delivery, kind SettleKind, tag uint64, multiple, requeue bool, m proto.Method) *Promise[struct{}] {
+	p, n := ch.acknowledge(tag, multiple, m)
+	if ch.c.hooks != nil {
+		ch.settledHooks(d, Settlement{Kind: kind, Requeue: requeue, Count: n, Err: p.Err()})
+	}
+	return p
+}
+
+// settledHooks runs the settle hooks, if any, on the caller's goroutine.
+func (ch *Channel) settledHooks(d *Delivery, s Settlement) {
+	if h := ch.c.hooks; h != nil && len(h.settle) > 0 {
+		s.Channel = ch
+		h.settled(d, s)
+	}
 }
 
 // acknowledge checks the tag against the outstanding set and sends m, or
 // basic.ack when m is nil. The check and the send happen under one lock so
 // concurrent acks of one tag cannot both pass, and so the outstanding set
 // tells the truth about what is queued before the ack.
-func (ch *Channel) acknowledge(tag uint64, multiple bool, m proto.Method) *Promise[struct{}] {
+func (ch *Channel) acknowledge(tag uint64, multiple bool, m proto.Method) (*Promise[struct{}], int) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if err := ch.mux().Err(); err != nil {
-		return settled(struct{}{}, ch.ackRefused(err))
+		return settled(struct{}{}, ch.ackRefused(err)), 0
 	}
 	var record *[]uint64
 	if ch.tx {
 		record = &ch.txAcked // a rollback makes these outstanding again
 	}
-	var known bool
+	n := 0
 	if multiple {
-		known = ch.unacked.removeUpTo(tag, record) > 0
-	} else {
-		known = ch.unacked.remove(tag, record)
+		n = ch.unacked.removeUpTo(tag, record)
+	} else if ch.unacked.remove(tag, record) {
+		n = 1
 	}
-	if !known {
-		return settled(struct{}{}, ErrUnknownDeliveryTag)
+	if n == 0 {
+		return settled(struct{}{}, ErrUnknownDeliveryTag), 0
 	}
 	defer ch.notifySettledLocked() // after the ack is queued
 	var err error
@@ -142,9 +165,9 @@ func (ch *Channel) acknowledge(tag uint64, multiple bool, m proto.Method) *Promi
 	}
 	if err != nil {
 		// The connection can end between the check above and the send.
-		return settled(struct{}{}, ch.ackRefused(err))
+		return settled(struct{}{}, ch.ackRefused(err)), 0
 	}
-	return ch.c.settledOK
+	return ch.c.settledOK, n
 }
 
 // ackRefused names why an acknowledgement could not be sent. When the

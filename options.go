@@ -50,6 +50,7 @@ type config struct {
 	onEvent           func(Event)
 	topologyFilter    func(any) bool
 	topologyOff       bool
+	hooks             []Hook
 }
 
 func defaultConfig() config {
@@ -71,6 +72,9 @@ func defaultConfig() config {
 
 // validate range-checks settings against what the protocol can carry.
 func (c *config) validate() error {
+	if _, err := newHookSet(c.hooks); err != nil {
+		return err
+	}
 	switch {
 	case c.heartbeat < 0 || c.heartbeat > 65535*time.Second:
 		return fmt.Errorf("amqp: heartbeat %v out of range 0-65535s", c.heartbeat)

@@ -23,11 +23,29 @@ import (
 // reuse o.Message.Body as soon as Publish returns.
 func (ch *Channel) Publish(ctx context.Context, o ops.Publish) *Promise[struct{}] {
 	p := newPromise[struct{}]()
+	if h := ch.c.hooks; h.publishes() {
+		if err := ch.hookedPublish(ctx, h, o, func(err error) { p.resolve(struct{}{}, err) }); err != nil {
+			p.resolve(struct{}{}, err)
+		}
+		return p
+	}
 	m := &proto.BasicPublish{Exchange: o.Exchange, RoutingKey: o.RoutingKey, Mandatory: o.Mandatory}
 	if err := ch.publish(ctx, m, &o.Message, func(err error) { p.resolve(struct{}{}, err) }); err != nil {
 		p.resolve(struct{}{}, err)
 	}
 	return p
+}
+
+// hookedPublish is publish under the client's publish hooks. It takes o
+// by value, apart from the hookless path, so that only a hooked publish
+// moves o to the heap (the hooks are given a pointer to its message).
+func (ch *Channel) hookedPublish(ctx context.Context, h *hookSet, o ops.Publish, written func(error)) error {
+	m := &proto.BasicPublish{Exchange: o.Exchange, RoutingKey: o.RoutingKey, Mandatory: o.Mandatory}
+	info := &PublishInfo{Exchange: m.Exchange, RoutingKey: m.RoutingKey, Mandatory: m.Mandatory, Message: &o.Message, Channel: ch}
+	ctx = h.startPublish(ctx, info)
+	err := ch.publish(ctx, m, &o.Message, written)
+	h.donePublish(ctx, info, err)
+	return err
 }
 
 // publish sends on the channel's current AMQP channel, waiting under ctx
@@ -61,6 +79,9 @@ func (ch *Channel) publish(ctx context.Context, m *proto.BasicPublish, msg *ops.
 // connection, and with it the channel. The caller may reuse o.Message.Body
 // as soon as Send returns.
 func (ch *Channel) Send(ctx context.Context, o ops.Publish) error {
+	if h := ch.c.hooks; h.publishes() {
+		return ch.hookedPublish(ctx, h, o, nil)
+	}
 	m := proto.BasicPublish{Exchange: o.Exchange, RoutingKey: o.RoutingKey, Mandatory: o.Mandatory}
 	return ch.publish(ctx, &m, &o.Message, nil)
 }
@@ -194,7 +215,17 @@ func (ch *Channel) OnClose(fn func(error)) {
 	}
 }
 
+// confirmed hands a confirmation to the confirm hooks and the OnConfirm
+// handler. It runs on the reader goroutine.
 func (ch *Channel) confirmed(cf Confirmation) {
+	if h := ch.c.hooks; h != nil && len(h.confirm) > 0 {
+		n := ch.confirmCount.settle(cf, ch.cur.Load().base)
+		ch.c.dispatch.postBatched(func() {
+			for _, x := range h.confirm {
+				x.OnConfirm(ch, cf, n)
+			}
+		})
+	}
 	ch.mu.Lock()
 	fn := ch.onConfirm
 	ch.mu.Unlock()

@@ -142,4 +142,11 @@ func (c *Client) emit(e Event) {
 	if fn := c.cfg.onEvent; fn != nil {
 		c.dispatch.post(func() { fn(e) })
 	}
+	if h := c.hooks; h != nil && len(h.conn) > 0 {
+		c.dispatch.post(func() {
+			for _, x := range h.conn {
+				x.OnConnectionEvent(e)
+			}
+		})
+	}
 }

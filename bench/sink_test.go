@@ -59,9 +59,22 @@ type sinkConn struct {
 	nc       net.Conn
 	out      []byte
 	confirms map[uint16]*confirmState
+	prefetch map[uint16]uint16
+	feeds    map[uint16]*consumeState
 }
 
 type confirmState struct{ published, acked uint64 }
+
+// consumeState is a consumer the sink feeds: it keeps prefetch deliveries
+// unacknowledged, sending one more for each one acked, from a template
+// frame whose delivery tag it patches (so the sink allocates nothing per
+// delivery and a delivery benchmark counts the client's allocations).
+type consumeState struct {
+	prefetch    uint64
+	sent, acked uint64
+	frames      []byte // basic.deliver, content header, body
+	tagAt       int    // offset of the delivery tag in frames
+}
 
 func serveSink(nc net.Conn) error {
 	br := bufio.NewReaderSize(nc, 64<<10)
@@ -71,7 +84,7 @@ func serveSink(nc net.Conn) error {
 	// NewFrameReader keeps br as it is (big enough), so br.Buffered tells
 	// when a read batch is used up.
 	fr := proto.NewFrameReader(br)
-	c := &sinkConn{nc: nc, confirms: map[uint16]*confirmState{}}
+	c := &sinkConn{nc: nc, confirms: map[uint16]*confirmState{}, prefetch: map[uint16]uint16{}, feeds: map[uint16]*consumeState{}}
 	c.send(0, &proto.ConnectionStart{VersionMajor: 0, VersionMinor: 9, Mechanisms: "PLAIN", Locales: "en_US",
 		ServerProperties: ops.Table{"product": "sink", "version": "0", "capabilities": ops.Table{
 			"publisher_confirms": true, "basic.nack": true, "consumer_cancel_notify": true,
@@ -108,11 +121,16 @@ func (c *sinkConn) method(ch uint16, payload []byte) (done bool, err error) {
 		}
 		return false, nil // content frames follow; nothing to decode
 	}
+	if len(payload) >= 13 && proto.MethodID(binary.BigEndian.Uint32(payload)) == proto.BasicAckID {
+		// Decoded by hand, like publish, so the sink allocates nothing per ack.
+		c.acked(ch, binary.BigEndian.Uint64(payload[4:]), payload[12]&1 != 0)
+		return false, nil
+	}
 	m, err := proto.DecodeMethod(payload)
 	if err != nil {
 		return true, err
 	}
-	switch m.(type) {
+	switch m := m.(type) {
 	case *proto.ConnectionStartOk:
 		c.send(0, &proto.ConnectionTune{ChannelMax: 2047, FrameMax: 131072})
 	case *proto.ConnectionOpen:
@@ -130,9 +148,45 @@ func (c *sinkConn) method(ch uint16, payload []byte) (done bool, err error) {
 		c.confirms[ch] = &confirmState{}
 		c.send(ch, &proto.ConfirmSelectOk{})
 	case *proto.BasicQos:
+		c.prefetch[ch] = m.PrefetchCount
 		c.send(ch, &proto.BasicQosOk{})
+	case *proto.BasicConsume:
+		c.send(ch, &proto.BasicConsumeOk{ConsumerTag: m.ConsumerTag})
+		st := newConsumeState(ch, m.ConsumerTag, uint64(max(c.prefetch[ch], 1)))
+		c.feeds[ch] = st
+		c.feed(st, st.prefetch)
 	}
 	return false, nil
+}
+
+// acked feeds a consumer as many deliveries as an ack settled.
+func (c *sinkConn) acked(ch uint16, tag uint64, multiple bool) {
+	if st := c.feeds[ch]; st != nil {
+		n := uint64(1)
+		if multiple {
+			n = tag - st.acked
+		}
+		st.acked += n
+		c.feed(st, n)
+	}
+}
+
+func newConsumeState(ch uint16, tag string, prefetch uint64) *consumeState {
+	msg := ops.Message{ContentType: "application/octet-stream", Body: make([]byte, bodySize)}
+	frames, _ := proto.AppendMethodFrame(nil, ch, &proto.BasicDeliver{ConsumerTag: tag, Exchange: "", RoutingKey: "q"})
+	tagAt := 7 + 4 + 1 + len(tag) // frame header, class and method ids, the tag's length byte and text
+	frames, _ = proto.AppendContentHeader(frames, ch, proto.ClassBasic, uint64(len(msg.Body)), &msg)
+	frames = proto.AppendBodyFrames(frames, ch, 131072, msg.Body)
+	return &consumeState{prefetch: prefetch, frames: frames, tagAt: tagAt}
+}
+
+// feed sends n more deliveries.
+func (c *sinkConn) feed(st *consumeState, n uint64) {
+	for range n {
+		st.sent++
+		binary.BigEndian.PutUint64(st.frames[st.tagAt:], st.sent)
+		c.out = append(c.out, st.frames...)
+	}
 }
 
 // ackBatch confirms everything published so far, one multiple ack per channel.

@@ -23,7 +23,7 @@ func BenchmarkDeliveryDecode(b *testing.B) {
 	body := proto.AppendBodyFrames(nil, 1, 131072, msg.Body)
 	payload := func(frame []byte) []byte { return frame[7 : len(frame)-1] }
 	h := &countingHandler{}
-	ch := &Channel{ID: 1, c: &Conn{}, h: h}
+	ch := &Channel{ID: 1, c: &Conn{cfg: Config{MaxMessageSize: DefaultMaxMessageSize}}, h: h}
 	b.ReportAllocs()
 	for b.Loop() {
 		m, err := decodeChannelMethod(ch, payload(deliver))
