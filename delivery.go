@@ -76,7 +76,7 @@ func (d *Delivery) settle(kind SettleKind, multiple, requeue bool, m proto.Metho
 		return settled(struct{}{}, ErrUnknownDeliveryTag) // not received from the broker
 	}
 	if err := d.stale(); err != nil {
-		d.ch.settledHooks(d, Settlement{Kind: kind, Requeue: requeue, Err: err})
+		d.ch.settledHooks(d, Settlement{DeliveryTag: d.DeliveryTag, Multiple: multiple, Kind: kind, Requeue: requeue, Err: err})
 		return settled(struct{}{}, err)
 	}
 	return d.ch.settle(d, kind, d.DeliveryTag, multiple, requeue, m)
@@ -116,7 +116,7 @@ func (ch *Channel) Reject(o ops.Reject) *Promise[struct{}] {
 func (ch *Channel) settle(d *Delivery, kind SettleKind, tag uint64, multiple, requeue bool, m proto.Method) *Promise[struct{}] {
 	p, n := ch.acknowledge(tag, multiple, m)
 	if ch.c.hooks != nil {
-		ch.settledHooks(d, Settlement{Kind: kind, Requeue: requeue, Count: n, Err: p.Err()})
+		ch.settledHooks(d, Settlement{DeliveryTag: tag, Multiple: multiple, Kind: kind, Requeue: requeue, Count: n, Err: p.Err()})
 	}
 	return p
 }

@@ -117,10 +117,12 @@ func (k SettleKind) String() string {
 type Settlement struct {
 	// Delivery is the delivery settled through its Ack, Nack or Reject;
 	// nil when settled by tag through Channel.Ack, Nack or Reject.
-	Delivery *Delivery
-	Channel  *Channel
-	Kind     SettleKind
-	Requeue  bool
+	Delivery    *Delivery
+	Channel     *Channel
+	DeliveryTag uint64 // as given: with Multiple, every delivery up to it (0: all)
+	Multiple    bool
+	Kind        SettleKind
+	Requeue     bool
 	// Count is how many deliveries it settled: 1, more with Multiple, 0
 	// when it was refused (Err says why) and nothing was sent.
 	Count int

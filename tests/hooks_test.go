@@ -175,7 +175,7 @@ func TestHooksExplicitChannel(t *testing.T) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	require.Len(t, h.delivered, n)
-	require.Equal(t, leveret.Settlement{Channel: ch, Kind: leveret.SettleAck, Count: n}, h.settled[0])
+	require.Equal(t, leveret.Settlement{Channel: ch, DeliveryTag: last.DeliveryTag, Multiple: true, Kind: leveret.SettleAck, Count: n}, h.settled[0])
 	require.Nil(t, h.settleCtx[0], "a settlement by tag has no delivery context")
 	require.Zero(t, h.settled[1].Count)
 	require.ErrorIs(t, h.settled[1].Err, leveret.ErrUnknownDeliveryTag)
