@@ -48,8 +48,9 @@ type config struct {
 	outDir     string
 	docsChart  string
 	noBroker   bool
-	confirmRaw bool // leveret's confirm scenario on the root API instead of confirm/
-	topology   int  // leveret.WithTopologyChannels for the declare scenario; 0: the default
+	confirmRaw bool          // leveret's confirm scenario on the root API instead of confirm/
+	topology   int           // leveret.WithTopologyChannels for the declare scenario; 0: the default
+	latencyFor time.Duration // per row of the fixed-rate latency group
 }
 
 func parseFlags() *config {
@@ -64,13 +65,14 @@ func parseFlags() *config {
 	flag.IntVar(&cfg.window, "window", 1000, "outstanding unconfirmed publishes in the confirm scenario")
 	flag.IntVar(&cfg.prefetch, "prefetch", 1000, "consumer prefetch count")
 	flag.StringVar(&lat, "latency", "0,1,5", "added latency each way, in ms, for the declare scenario (0 = direct)")
-	flag.StringVar(&only, "only", "", "comma-separated scenario groups: declare,publish,confirm,consume,consumers,recovery,failover")
+	flag.StringVar(&only, "only", "", "comma-separated scenario groups: declare,publish,confirm,consume,consumers,latency,recovery,failover")
 	flag.StringVar(&clients, "clients", "", "comma-separated clients: leveret,amqp091-go,amqp091-go-x16,ceiling,ceiling-handoff")
 	flag.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.StringVar(&cfg.outDir, "out", "results", "directory for results.md, raw.csv and chart.png")
 	flag.StringVar(&cfg.docsChart, "docs-chart", "../docs/bench.png", "copy chart.png here (empty: do not)")
 	flag.BoolVar(&cfg.confirmRaw, "confirm-raw", false, "leveret confirms via Channel.ConfirmSelect+OnConfirm and a window semaphore, not the confirm package")
 	flag.IntVar(&cfg.topology, "leveret-topology-channels", 0, "experiment: leveret.WithTopologyChannels(n) in the declare scenario (0: library default)")
+	flag.DurationVar(&cfg.latencyFor, "latency-duration", 20*time.Second, "how long each row of the fixed-rate latency group publishes")
 	flag.BoolVar(&cfg.noBroker, "no-broker-start", false, "do not run ../scripts/broker.sh up")
 	flag.Parse()
 
@@ -84,6 +86,9 @@ func parseFlags() *config {
 		}
 		if !flagSet("consumers") {
 			cfg.consumers = 200
+		}
+		if !flagSet("latency-duration") {
+			cfg.latencyFor = 3 * time.Second
 		}
 	}
 	for _, s := range strings.Split(lat, ",") {
@@ -184,10 +189,15 @@ func run(cfg *config) error {
 	if err != nil {
 		return err
 	}
+	latency, err := rateLatencyAll(ctx, env)
+	if err != nil {
+		return err
+	}
 	recovery, err := recoveryAll(ctx, env)
 	if err != nil {
 		return err
 	}
+	recovery = latency + recovery
 	failover, err := failoverAll(ctx, env)
 	if err != nil {
 		return err
