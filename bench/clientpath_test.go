@@ -185,7 +185,9 @@ func (noopHook) OnSettle(context.Context, leveret.Settlement)                   
 // BenchmarkHooks measures the publish path (Channel.Send) and the delivery
 // path (a consumer with prefetch 100, each delivery acked) without hooks
 // and with a hook that does nothing. Without hooks: 0 allocations per
-// send, and per delivery the body and the Delivery.
+// send, and per delivery the body and the Delivery (allocs/op shows 1:
+// the count is truncated, and the deliveries prefetched before the clock
+// started were allocated outside it).
 func BenchmarkHooks(b *testing.B) {
 	body := make([]byte, bodySize)
 	for _, hooked := range []bool{false, true} {
