@@ -23,14 +23,15 @@ import (
 // reuse o.Message.Body as soon as Publish returns.
 func (ch *Channel) Publish(ctx context.Context, o ops.Publish) *Promise[struct{}] {
 	p := newPromise[struct{}]()
+	written := func(err error) { p.resolve(struct{}{}, err) }
+	var err error
 	if h := ch.c.hooks; h.publishes() {
-		if err := ch.hookedPublish(ctx, h, o, func(err error) { p.resolve(struct{}{}, err) }); err != nil {
-			p.resolve(struct{}{}, err)
-		}
-		return p
+		err = ch.hookedPublish(ctx, h, o, written)
+	} else {
+		m := &proto.BasicPublish{Exchange: o.Exchange, RoutingKey: o.RoutingKey, Mandatory: o.Mandatory}
+		err = ch.publish(ctx, m, &o.Message, written)
 	}
-	m := &proto.BasicPublish{Exchange: o.Exchange, RoutingKey: o.RoutingKey, Mandatory: o.Mandatory}
-	if err := ch.publish(ctx, m, &o.Message, func(err error) { p.resolve(struct{}{}, err) }); err != nil {
+	if err != nil {
 		p.resolve(struct{}{}, err)
 	}
 	return p
