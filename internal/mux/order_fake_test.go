@@ -2,6 +2,7 @@ package mux_test
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,6 +22,10 @@ import (
 // which publishes also take: those before it were processed, those after
 // were discarded.
 func TestFakeFailedAtOrdersPublishes(t *testing.T) {
+	// The server holds its replies until the test has looked at the open
+	// channel: it may read both declares before the last publish is even
+	// issued, and a close that came in first would make "open" a race.
+	checked := make(chan struct{})
 	c := newConn(t, fakeserver.Options{}, mux.Config{}, func(s *fakeserver.Conn) {
 		ch := s.ExpectOpen(t)
 		for declares := 0; declares < 2; { // publishes' content frames in between
@@ -33,10 +38,13 @@ func TestFakeFailedAtOrdersPublishes(t *testing.T) {
 				declares++
 			}
 		}
+		<-checked
 		s.Send(ch, &proto.QueueDeclareOk{Queue: "a"})
 		s.Send(ch, &proto.ChannelClose{ReplyCode: 406, ReplyText: "PRECONDITION_FAILED", ClassID: proto.ClassQueue, MethodID: proto.QueueDeclareID.Method()})
 		s.Serve()
 	})
+	var release sync.Once
+	t.Cleanup(func() { release.Do(func() { close(checked) }) }) // a failed check must not strand the script
 	ch := openChannel(t, c)
 	msg := &ops.Message{Body: []byte("x")}
 	first, err := ch.PublishNow(&proto.BasicPublish{RoutingKey: "q"}, msg)
@@ -50,6 +58,7 @@ func TestFakeFailedAtOrdersPublishes(t *testing.T) {
 	require.Less(t, first, mid)
 	require.Less(t, mid, last)
 	require.Equal(t, uint64(0), ch.FailedAt(), "open")
+	release.Do(func() { close(checked) })
 	require.NoError(t, await(t, a).err)
 	require.Error(t, await(t, b).err)
 	at := ch.FailedAt()
