@@ -103,9 +103,9 @@ func amqpPublish(ctx context.Context, e *env) (cost, error) {
 	return m, err
 }
 
-// amqpConfirmed publishes with confirms, keeping at most e.cfg.window
+// amqpConfirmed publishes with confirms, keeping at most l.window
 // DeferredConfirmations outstanding and waiting on the oldest when full.
-func amqpConfirmed(ctx context.Context, e *env) (cost, error) {
+func amqpConfirmed(ctx context.Context, e *env, l load) (cost, error) {
 	conn, closeConn, err := dialAMQP(e.url)
 	if err != nil {
 		return cost{}, err
@@ -123,8 +123,8 @@ func amqpConfirmed(ctx context.Context, e *env) (cost, error) {
 	if err := ch.Confirm(false); err != nil {
 		return cost{}, err
 	}
-	n, size := e.cfg.messages, e.cfg.window
-	body := make([]byte, bodySize)
+	n, size := l.messages, l.window
+	body := make([]byte, l.body)
 	ring := make([]*amqp.DeferredConfirmation, size)
 	m, err := measure(func() error {
 		head, count := 0, 0
@@ -163,11 +163,11 @@ func amqpConfirmed(ctx context.Context, e *env) (cost, error) {
 	return m, err
 }
 
-// amqpConsume consumes e.cfg.messages from a pre-filled queue with manual
+// amqpConsume consumes l.messages from a pre-filled queue with manual
 // acks, like leveretConsume.
-func amqpConsume(ctx context.Context, e *env, ackEvery int) (cost, error) {
-	n := e.cfg.messages
-	q, err := e.prefill(ctx, n)
+func amqpConsume(ctx context.Context, e *env, l load, ackEvery int) (cost, error) {
+	n := l.messages
+	q, err := e.prefill(ctx, l)
 	if err != nil {
 		return cost{}, err
 	}
@@ -182,7 +182,7 @@ func amqpConsume(ctx context.Context, e *env, ackEvery int) (cost, error) {
 		return cost{}, err
 	}
 	return measure(func() error {
-		if err := ch.Qos(e.cfg.prefetch, 0, false); err != nil {
+		if err := ch.Qos(l.prefetch, 0, false); err != nil {
 			return err
 		}
 		msgs, err := ch.Consume(q, "", false, false, false, false, nil)

@@ -148,9 +148,10 @@ func (r *rawConn) expect(id proto.MethodID) (proto.Method, error) {
 
 func (r *rawConn) close() { r.nc.Close() }
 
-// publishes returns k copies of one 100-byte publish to q, back to back.
-func (r *rawConn) publishes(q string, k int) ([]byte, error) {
-	one, err := proto.AppendPublish(nil, 1, r.frameMax, &proto.BasicPublish{RoutingKey: q}, &ops.Message{Body: make([]byte, bodySize)})
+// publishes returns k copies of one publish of a body-byte message to q,
+// back to back.
+func (r *rawConn) publishes(q string, k, body int) ([]byte, error) {
+	one, err := proto.AppendPublish(nil, 1, r.frameMax, &proto.BasicPublish{RoutingKey: q}, &ops.Message{Body: make([]byte, body)})
 	if err != nil {
 		return nil, err
 	}
@@ -183,7 +184,7 @@ func rawPublish(ctx context.Context, e *env) (cost, error) {
 	}
 	defer done()
 	const batch = 256 // about 64 KiB
-	buf, err := r.publishes(q, batch)
+	buf, err := r.publishes(q, batch, bodySize)
 	if err != nil {
 		return cost{}, err
 	}
@@ -203,7 +204,7 @@ func rawPublish(ctx context.Context, e *env) (cost, error) {
 // rawConfirmed keeps up to the window of publishes unconfirmed, writing
 // all the room there is in one write; acks are counted by a reader
 // goroutine (owned by this function, it ends when the connection closes).
-func rawConfirmed(ctx context.Context, e *env) (cost, error) {
+func rawConfirmed(ctx context.Context, e *env, l load) (cost, error) {
 	r, q, done, err := rawPublisher(ctx, e, "confirm")
 	if err != nil {
 		return cost{}, err
@@ -216,8 +217,8 @@ func rawConfirmed(ctx context.Context, e *env) (cost, error) {
 	if _, err := r.expect(proto.ConfirmSelectOkID); err != nil {
 		return cost{}, err
 	}
-	size := e.cfg.window
-	buf, err := r.publishes(q, size)
+	size := l.window
+	buf, err := r.publishes(q, size, l.body)
 	if err != nil {
 		return cost{}, err
 	}
@@ -237,7 +238,7 @@ func rawConfirmed(ctx context.Context, e *env) (cost, error) {
 		<-readErr
 	}()
 
-	n := e.cfg.messages
+	n := l.messages
 	return measure(func() error {
 		for sent := 0; sent < n; {
 			k, err := w.acquireUpTo(pctx, min(size, n-sent))
@@ -292,9 +293,9 @@ func (r *rawConn) readAcks(w *window) error {
 // reading goroutine acks itself, or with handoff passes each delivery tag
 // over a Go channel to a second goroutine that acks: the least any client
 // costs that keeps user code off its reader, as leveret must.
-func rawConsume(ctx context.Context, e *env, ackEvery int, handoff bool) (cost, error) {
-	n := e.cfg.messages
-	q, err := e.prefill(ctx, n)
+func rawConsume(ctx context.Context, e *env, l load, ackEvery int, handoff bool) (cost, error) {
+	n := l.messages
+	q, err := e.prefill(ctx, l)
 	if err != nil {
 		return cost{}, err
 	}
@@ -308,7 +309,7 @@ func rawConsume(ctx context.Context, e *env, ackEvery int, handoff bool) (cost, 
 		r.nc.SetDeadline(deadline)
 	}
 	return measure(func() error {
-		r.send(1, &proto.BasicQos{PrefetchCount: uint16(e.cfg.prefetch)})
+		r.send(1, &proto.BasicQos{PrefetchCount: uint16(l.prefetch)})
 		r.send(1, &proto.BasicConsume{Queue: q, ConsumerTag: "ceiling"})
 		if err := r.flush(); err != nil {
 			return err
@@ -317,7 +318,7 @@ func rawConsume(ctx context.Context, e *env, ackEvery int, handoff bool) (cost, 
 		if handoff {
 			consume = r.consumeHandoff
 		}
-		if err := consume(n, ackEvery, e.cfg.prefetch); err != nil {
+		if err := consume(n, ackEvery, l.prefetch); err != nil {
 			return err
 		}
 		r.send(1, &proto.ChannelClose{ReplyCode: 200, ReplyText: "done"})

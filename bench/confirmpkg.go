@@ -14,7 +14,7 @@ import (
 // Flush at the end. Every outcome is checked: once publish i has returned,
 // at most `window` publishes (i among them) are unsettled, so publish
 // i-window has settled and its ring slot can be checked and reused.
-func leveretConfirmPkg(ctx context.Context, e *env) (cost, error) {
+func leveretConfirmPkg(ctx context.Context, e *env, l load) (cost, error) {
 	c, closeC, err := dialLeveret(ctx, e.url)
 	if err != nil {
 		return cost{}, err
@@ -25,13 +25,13 @@ func leveretConfirmPkg(ctx context.Context, e *env) (cost, error) {
 		return cost{}, err
 	}
 	defer e.deleteQueues(ctx, q)
-	pub, err := confirm.New(ctx, c, confirm.WithWindow(e.cfg.window))
+	pub, err := confirm.New(ctx, c, confirm.WithWindow(l.window))
 	if err != nil {
 		return cost{}, err
 	}
-	n := e.cfg.messages
-	body := make([]byte, bodySize)
-	ring := make([]*leveret.Promise[confirm.Outcome], e.cfg.window)
+	n := l.messages
+	body := make([]byte, l.body)
+	ring := make([]*leveret.Promise[confirm.Outcome], l.window)
 	check := func(p *leveret.Promise[confirm.Outcome]) error {
 		if p == nil {
 			return nil
@@ -69,10 +69,10 @@ func leveretConfirmPkg(ctx context.Context, e *env) (cost, error) {
 }
 
 // leveretClientPublish is the client-level publish: Client.Publish, whose
-// promise settles on the broker's confirmation, with at most e.cfg.window
+// promise settles on the broker's confirmation, with at most l.window
 // unsettled (it waits on the oldest, as the amqp091-go scenario does). Every
 // promise is checked.
-func leveretClientPublish(ctx context.Context, e *env) (cost, error) {
+func leveretClientPublish(ctx context.Context, e *env, l load) (cost, error) {
 	c, closeC, err := dialLeveret(ctx, e.url)
 	if err != nil {
 		return cost{}, err
@@ -83,9 +83,9 @@ func leveretClientPublish(ctx context.Context, e *env) (cost, error) {
 		return cost{}, err
 	}
 	defer e.deleteQueues(ctx, q)
-	n := e.cfg.messages
-	body := make([]byte, bodySize)
-	ring := make([]*leveret.Promise[struct{}], e.cfg.window)
+	n := l.messages
+	body := make([]byte, l.body)
+	ring := make([]*leveret.Promise[struct{}], l.window)
 	return measure(func() error {
 		for i := range n {
 			slot := i % len(ring)

@@ -209,7 +209,7 @@ func (w *window) drain(ctx context.Context) error {
 // OnConfirm and the window type).
 func leveretConfirmed(ctx context.Context, e *env) (cost, error) {
 	if !e.cfg.confirmRaw {
-		return leveretConfirmPkg(ctx, e)
+		return leveretConfirmPkg(ctx, e, e.cfg.load())
 	}
 	c, closeC, err := dialLeveret(ctx, e.url)
 	if err != nil {
@@ -247,13 +247,13 @@ func leveretConfirmed(ctx context.Context, e *env) (cost, error) {
 	return m, err
 }
 
-// leveretConsume consumes e.cfg.messages from a pre-filled queue with
+// leveretConsume consumes l.messages from a pre-filled queue with
 // manual acks (one per message for ackEvery 1, else a multiple ack every
 // ackEvery messages) and stops the clock when the broker has answered the
 // channel close that follows the last ack.
-func leveretConsume(ctx context.Context, e *env, ackEvery int) (cost, error) {
-	n := e.cfg.messages
-	q, err := e.prefill(ctx, n)
+func leveretConsume(ctx context.Context, e *env, l load, ackEvery int) (cost, error) {
+	n := l.messages
+	q, err := e.prefill(ctx, l)
 	if err != nil {
 		return cost{}, err
 	}
@@ -268,7 +268,7 @@ func leveretConsume(ctx context.Context, e *env, ackEvery int) (cost, error) {
 		return cost{}, err
 	}
 	return measure(func() error {
-		cs, err := ch.Consume(ops.Consume{Queue: q, Prefetch: uint16(e.cfg.prefetch)}).Wait(ctx)
+		cs, err := ch.Consume(ops.Consume{Queue: q, Prefetch: uint16(l.prefetch)}).Wait(ctx)
 		if err != nil {
 			return err
 		}

@@ -28,7 +28,8 @@ type stat struct {
 type report struct {
 	cfg       *config
 	stats     map[key]stat
-	scenarios []string // in run order
+	scenarios []string // in run order, but for the large-bodies group's
+	large     []string // the large-bodies group's scenarios, in run order
 	machine   machine
 	elapsed   time.Duration
 	rtt       map[int]time.Duration // measured round trip per added latency
@@ -52,8 +53,12 @@ func summarize(cfg *config, samples []sample) *report {
 	r := &report{cfg: cfg, stats: map[key]stat{}}
 	for _, s := range samples {
 		k := key{s.scenario, s.client}
-		if !slices.Contains(r.scenarios, s.scenario) {
-			r.scenarios = append(r.scenarios, s.scenario)
+		list := &r.scenarios
+		if isLarge(s.scenario) {
+			list = &r.large
+		}
+		if !slices.Contains(*list, s.scenario) {
+			*list = append(*list, s.scenario)
 		}
 		rates[k] = append(rates[k], s.rate())
 		cpus[k] = append(cpus[k], s.cpuPerOp())
@@ -199,6 +204,7 @@ func (r *report) markdown() string {
 			sysCell(o, ok2), sysCell(l, ok1), brokerCell(o, ok2), brokerCell(l, ok1))
 	}
 	r.consumersSection(&b)
+	r.largeSection(&b)
 	r.ceilingSection(&b)
 	b.WriteString("\n### Targets\n\nBest possible: the same ratio for the ceiling client (for consume CPU, its handoff " +
 		"variant), i.e. the most any client could show on this broker in this run; — where the run had no ceiling client.\n\n" +

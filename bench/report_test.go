@@ -1,7 +1,9 @@
 package main
 
 import (
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -60,4 +62,26 @@ func TestTargetVerdictWithoutCeiling(t *testing.T) {
 	require.Len(t, ts, 1)
 	assert.Equal(t, "no", ts[0].verdict())
 	assert.Zero(t, ts[0].bound)
+}
+
+// TestLargeSection: large-bodies samples get their own table, in MiB/s and
+// CPU ms per MiB, and stay out of the per-message tables and the chart.
+func TestLargeSection(t *testing.T) {
+	cfg := &config{rounds: 1}
+	mib := 1 << 20
+	samples := []sample{
+		{scenario: sPublish, client: cLeveret, ops: 1000, cost: cost{elapsed: time.Second, cpu: time.Millisecond}},
+		// 800 MiB in 0.8 s with 0.4 s of CPU: 1000 MiB/s, 0.5 ms per MiB.
+		{scenario: largeConfirmScenario(mib), client: cLeveret, ops: 800, cost: cost{elapsed: 800 * time.Millisecond, cpu: 400 * time.Millisecond}},
+		// 500 MiB/s, 1 ms per MiB.
+		{scenario: largeConfirmScenario(mib), client: cAMQP, ops: 800, cost: cost{elapsed: 1600 * time.Millisecond, cpu: 800 * time.Millisecond}},
+	}
+	r := summarize(cfg, samples)
+	assert.Equal(t, []string{sPublish}, r.scenarios)
+	assert.Equal(t, []string{largeConfirmScenario(mib)}, r.large)
+	var b strings.Builder
+	r.largeSection(&b)
+	assert.Contains(t, b.String(), "| confirmed publish, window 100, 1 MiB × 800 | amqp091-go | 500 | — | 1.00 | — |")
+	assert.Contains(t, b.String(), "| confirmed publish, window 100, 1 MiB × 800 | leveret | 1000 | 2.00× | 0.50 | 0.50× |")
+	assert.NotContains(t, r.markdown(), "large-confirm") // titled, never the raw scenario name
 }

@@ -17,8 +17,21 @@ import (
 	"github.com/leveret-mq/leveret/ops"
 )
 
-// bodySize is the body of every message the benchmark publishes.
+// bodySize is the body of every message the 100-byte scenarios publish
+// (all but the large-bodies group).
 const bodySize = 100
+
+// load is the shape of one messaging sample: how many messages of what
+// body size, the confirm window and the consumer prefetch.
+type load struct{ messages, body, window, prefetch int }
+
+// load is the shape of the 100-byte scenarios, from the flags.
+func (cfg *config) load() load { return load{cfg.messages, bodySize, cfg.window, cfg.prefetch} }
+
+// shaped binds a scenario that takes a load to one load.
+func shaped(f func(context.Context, *env, load) (cost, error), l load) func(context.Context, *env) (cost, error) {
+	return func(ctx context.Context, e *env) (cost, error) { return f(ctx, e, l) }
+}
 
 // Client names as they appear in the report.
 const (
@@ -273,20 +286,20 @@ func (e *env) jobs() [][]job {
 			}},
 		})
 	}
-	n := cfg.messages
+	n, l := cfg.messages, cfg.load()
 	groups = append(groups,
 		[]job{{gPublish, sPublish, cLeveret, n, leveretPublish}, {gPublish, sPublish, cAMQP, n, amqpPublish},
 			{gPublish, sPublish, cRaw, n, rawPublish}},
-		[]job{{gConfirm, sConfirm, cLeveret, n, leveretConfirmed}, {gConfirm, sConfirm, cAMQP, n, amqpConfirmed},
-			{gConfirm, sConfirm, cRaw, n, rawConfirmed}},
-		[]job{{gConfirm, sClientPub, cLeveret, n, leveretClientPublish}, {gConfirm, sClientPub, cAMQP, n, amqpConfirmed},
-			{gConfirm, sClientPub, cRaw, n, rawConfirmed}},
+		[]job{{gConfirm, sConfirm, cLeveret, n, leveretConfirmed}, {gConfirm, sConfirm, cAMQP, n, shaped(amqpConfirmed, l)},
+			{gConfirm, sConfirm, cRaw, n, shaped(rawConfirmed, l)}},
+		[]job{{gConfirm, sClientPub, cLeveret, n, shaped(leveretClientPublish, l)}, {gConfirm, sClientPub, cAMQP, n, shaped(amqpConfirmed, l)},
+			{gConfirm, sClientPub, cRaw, n, shaped(rawConfirmed, l)}},
 		consumeJobs(sConsumeEach, 1, n),
 		consumeJobs(sConsumeMult, 100, n),
 		[]job{{gMany, sConsumers, cLeveret, cfg.consumers, leveretConsumers},
 			{gMany, sConsumers, cAMQP, cfg.consumers, amqpConsumers}},
 	)
-	return groups
+	return append(groups, cfg.largeJobs()...)
 }
 
 // consumeJobs is one consume scenario for every client: n deliveries,
@@ -294,16 +307,16 @@ func (e *env) jobs() [][]job {
 func consumeJobs(scenario string, ackEvery, n int) []job {
 	return []job{
 		{gConsume, scenario, cLeveret, n, func(ctx context.Context, e *env) (cost, error) {
-			return leveretConsume(ctx, e, ackEvery)
+			return leveretConsume(ctx, e, e.cfg.load(), ackEvery)
 		}},
 		{gConsume, scenario, cAMQP, n, func(ctx context.Context, e *env) (cost, error) {
-			return amqpConsume(ctx, e, ackEvery)
+			return amqpConsume(ctx, e, e.cfg.load(), ackEvery)
 		}},
 		{gConsume, scenario, cRaw, n, func(ctx context.Context, e *env) (cost, error) {
-			return rawConsume(ctx, e, ackEvery, false)
+			return rawConsume(ctx, e, e.cfg.load(), ackEvery, false)
 		}},
 		{gConsume, scenario, cRawHand, n, func(ctx context.Context, e *env) (cost, error) {
-			return rawConsume(ctx, e, ackEvery, true)
+			return rawConsume(ctx, e, e.cfg.load(), ackEvery, true)
 		}},
 	}
 }
@@ -379,8 +392,10 @@ func (e *env) waitCount(ctx context.Context, q string, n int) error {
 	}
 }
 
-// prefill fills a fresh queue with n messages for a consume scenario.
-func (e *env) prefill(ctx context.Context, n int) (string, error) {
+// prefill fills a fresh queue with l.messages messages of l.body bytes for
+// a consume scenario.
+func (e *env) prefill(ctx context.Context, l load) (string, error) {
+	n := l.messages
 	q, err := e.declareQueue(ctx, "consume")
 	if err != nil {
 		return "", err
@@ -390,7 +405,7 @@ func (e *env) prefill(ctx context.Context, n int) (string, error) {
 		return "", err
 	}
 	defer ch.Close(ctx)
-	body := make([]byte, bodySize)
+	body := make([]byte, l.body)
 	var last *leveret.Promise[struct{}]
 	for range n {
 		last = ch.Publish(ctx, ops.Publish{RoutingKey: q, Message: ops.Message{Body: body}})
