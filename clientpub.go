@@ -134,7 +134,9 @@ func (t *pubTracker) send(ch *Channel, pub *clientPub) error {
 		}
 		pub.msg.Headers[tagHeader] = int64(tag)
 	}
-	sent, err := ch.mux().PublishNow(&pub.m, &pub.msg)
+	// pub.msg is the publish's private copy and never changes: its body can
+	// be written from where it is rather than copied again.
+	sent, err := ch.mux().PublishShared(&pub.m, &pub.msg)
 	if err != nil {
 		return err
 	}

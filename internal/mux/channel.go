@@ -185,7 +185,7 @@ func (ch *Channel) Publish(ctx context.Context, m *proto.BasicPublish, msg *ops.
 			return err
 		}
 	}
-	_, err := ch.publish(m, msg, written)
+	_, err := ch.publish(m, msg, false, written)
 	return err
 }
 
@@ -244,10 +244,19 @@ func (ch *Channel) setFlow(active bool) {
 // channel's send order (0 if it is held behind a barrier and has none yet),
 // to compare with FailedAt.
 func (ch *Channel) PublishNow(m *proto.BasicPublish, msg *ops.Message) (uint64, error) {
-	return ch.publish(m, msg, nil)
+	return ch.publish(m, msg, false, nil)
 }
 
-func (ch *Channel) publish(m *proto.BasicPublish, msg *ops.Message, written func(error)) (uint64, error) {
+// PublishShared is PublishNow for a body the caller never changes again
+// (a private copy kept until it is confirmed): large body frames are
+// written from msg.Body itself instead of being copied into the output
+// queue. The queue holds msg.Body until the frames are written or the
+// connection ends.
+func (ch *Channel) PublishShared(m *proto.BasicPublish, msg *ops.Message) (uint64, error) {
+	return ch.publish(m, msg, true, nil)
+}
+
+func (ch *Channel) publish(m *proto.BasicPublish, msg *ops.Message, shared bool, written func(error)) (uint64, error) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if err := ch.usableLocked(); err != nil {
@@ -265,7 +274,7 @@ func (ch *Channel) publish(m *proto.BasicPublish, msg *ops.Message, written func
 		}
 		return 0, nil
 	}
-	if err := ch.c.enqueuePublish(ch.ID, m, msg, written); err != nil {
+	if err := ch.c.enqueuePublish(ch.ID, m, msg, shared, written); err != nil {
 		return 0, err
 	}
 	ch.sent++
@@ -360,7 +369,7 @@ func (ch *Channel) sendLocked(r *Request) error {
 		return nil
 	}
 	if publish {
-		err = ch.c.enqueuePublish(ch.ID, p, r.Msg, r.Written)
+		err = ch.c.enqueuePublish(ch.ID, p, r.Msg, false, r.Written)
 	} else {
 		err = ch.c.enqueueMethod(ch.ID, r.Method, r.Written)
 	}

@@ -52,11 +52,18 @@ type Conn struct {
 	cfg Config
 
 	// Queued output, filled by any goroutine and drained by the writer.
-	wmu         sync.Mutex
-	wbuf        []byte
-	wcbs        []func(error) // called after the bytes queued with them are written
-	wspare      []byte
-	wspareCbs   []func(error)
+	wmu       sync.Mutex
+	wbuf      []byte
+	wcbs      []func(error) // called after the bytes queued with them are written
+	wspare    []byte
+	wspareCbs []func(error)
+	// Body chunks queued by reference (PublishShared): each goes out after
+	// the first At bytes of wbuf. wrefBytes is their total length, which
+	// counts against WriteLimit like queued bytes.
+	wrefs       []proto.BodyRef
+	wrefBytes   int
+	wspareRefs  []proto.BodyRef
+	wiov        net.Buffers   // writer only: the I/O vector of a batch with references
 	werr        error         // set once nothing more can be written
 	blocked     bool          // connection.blocked in force: publishes wait
 	roomWaiters bool          // someone waits on room

@@ -30,14 +30,18 @@ func (c *Conn) enqueue(encode func([]byte) ([]byte, error), written func(error))
 		c.wmu.Unlock()
 		return c.closedErr()
 	}
-	n := len(c.wbuf)
+	n, refs := len(c.wbuf), len(c.wrefs)
 	buf, err := encode(c.wbuf)
 	if err != nil {
 		c.wbuf = c.wbuf[:n]
+		c.wrefs = c.wrefs[:refs]
 		c.wmu.Unlock()
 		return err
 	}
 	c.wbuf = buf
+	for _, r := range c.wrefs[refs:] {
+		c.wrefBytes += len(r.Chunk)
+	}
 	if written != nil {
 		c.wcbs = append(c.wcbs, written)
 	}
@@ -87,8 +91,18 @@ func (c *Conn) enqueueMethod(channel uint16, m proto.Method, written func(error)
 	}, written)
 }
 
-func (c *Conn) enqueuePublish(channel uint16, m *proto.BasicPublish, msg *ops.Message, written func(error)) error {
+// enqueuePublish queues a publish's frames. With shared, body frames of
+// proto.MinBodyRef bytes or more are queued by reference, not copied: the
+// caller promises msg.Body never changes (see Channel.PublishShared).
+func (c *Conn) enqueuePublish(channel uint16, m *proto.BasicPublish, msg *ops.Message, shared bool, written func(error)) error {
 	frameMax := c.cfg.FrameMax
+	if shared && len(msg.Body) >= proto.MinBodyRef {
+		return c.enqueue(func(dst []byte) ([]byte, error) { // runs under wmu
+			out, refs, err := proto.AppendPublishRefs(dst, c.wrefs, channel, frameMax, m, msg)
+			c.wrefs = refs
+			return out, err
+		}, written)
+	}
 	return c.enqueue(func(dst []byte) ([]byte, error) {
 		return proto.AppendPublish(dst, channel, frameMax, m, msg)
 	}, written)
@@ -108,7 +122,7 @@ func (c *Conn) WaitPublishRoom(ctx context.Context) error {
 			c.wmu.Unlock()
 			return c.closedErr()
 		}
-		if len(c.wbuf) < c.cfg.WriteLimit && !c.blocked {
+		if len(c.wbuf)+c.wrefBytes < c.cfg.WriteLimit && !c.blocked {
 			c.wmu.Unlock()
 			return nil
 		}
@@ -199,21 +213,22 @@ func (c *Conn) writeLoop() {
 // the error that ends the connection, the one its callbacks got.
 func (c *Conn) flush() (int, error) {
 	c.wmu.Lock()
-	buf, cbs := c.wbuf, c.wcbs
+	buf, cbs, refs, refBytes := c.wbuf, c.wcbs, c.wrefs, c.wrefBytes
 	if len(buf) == 0 && len(cbs) == 0 {
 		c.wmu.Unlock()
 		return 0, nil
 	}
-	c.wbuf, c.wcbs = c.wspare[:0], c.wspareCbs[:0]
+	c.wbuf, c.wcbs, c.wrefs, c.wrefBytes = c.wspare[:0], c.wspareCbs[:0], c.wspareRefs[:0], 0
 	c.ackEnd = 0 // the ack it marks is about to be written
 	c.wmu.Unlock()
 
 	var err error
 	if len(buf) > 0 {
 		c.ioMu.Lock()
-		_, err = c.nc.Write(buf)
+		err = c.write(buf, refs)
 		c.ioMu.Unlock()
 	}
+	clear(refs) // let the bodies go
 	if err != nil {
 		err = c.faultError(Fault{Hard: true, Text: "write failed", Cause: err})
 	}
@@ -229,9 +244,38 @@ func (c *Conn) flush() (int, error) {
 		c.wspare = nil
 	}
 	c.wspareCbs = cbs[:0]
+	if cap(refs) <= c.spareBound()/proto.MinBodyRef {
+		c.wspareRefs = refs[:0]
+	} else {
+		c.wspareRefs = nil
+	}
 	c.wakeRoomLocked()
 	c.wmu.Unlock()
-	return len(buf), err
+	return len(buf) + refBytes, err
+}
+
+// write writes one batch: buf alone in one write, or with references
+// spliced in as one vectored write (writev on a TCP connection; other
+// connections, TLS among them, get one write per piece). It runs on the
+// writer under ioMu.
+func (c *Conn) write(buf []byte, refs []proto.BodyRef) error {
+	if len(refs) == 0 {
+		_, err := c.nc.Write(buf)
+		return err
+	}
+	iov, at := c.wiov[:0], 0
+	for _, r := range refs {
+		if r.At > at {
+			iov = append(iov, buf[at:r.At])
+		}
+		iov, at = append(iov, r.Chunk), r.At
+	}
+	iov = append(iov, buf[at:])
+	keep := iov // WriteTo consumes its receiver; keep the backing array
+	_, err := iov.WriteTo(c.nc)
+	clear(keep)
+	c.wiov = keep[:0]
+	return err
 }
 
 // failWriteCallbacks tells everyone still waiting for their frames to be
@@ -240,6 +284,7 @@ func (c *Conn) failWriteCallbacks() {
 	c.wmu.Lock()
 	cbs := c.wcbs
 	c.wcbs, c.wbuf, c.ackEnd = nil, nil, 0
+	c.wrefs, c.wrefBytes = nil, 0
 	c.wakeRoomLocked()
 	c.wmu.Unlock()
 	err := c.closedErr()

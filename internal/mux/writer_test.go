@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/leveret-mq/leveret/internal/proto"
+	"github.com/leveret-mq/leveret/ops"
 )
 
 // queuedFrames decodes what c has queued, as "channel:method" strings with
@@ -190,4 +191,86 @@ func discardConn(t *testing.T) net.Conn {
 		<-drained
 	})
 	return cli
+}
+
+// TestSharedPublishWritesTheSameBytes: publishes queued by reference, mixed
+// with copied ones and an ack, reach a TCP peer (one writev) and a pipe (a
+// write per piece) as exactly the bytes of copying them all, and the batch
+// lets the bodies go once written.
+func TestSharedPublishWritesTheSameBytes(t *testing.T) {
+	body := func(n int) []byte {
+		b := make([]byte, n)
+		for i := range b {
+			b[i] = byte(i*13 + n)
+		}
+		return b
+	}
+	type pub struct {
+		size   int
+		shared bool
+	}
+	pubs := []pub{{1 << 20, true}, {100, true}, {64 << 10, false}, {proto.MinBodyRef, true}, {300 << 10, true}}
+	const frameMax = 131072
+	var want []byte
+	for i, p := range pubs {
+		var err error
+		want, err = proto.AppendPublish(want, 1, frameMax, &proto.BasicPublish{RoutingKey: "q"}, &ops.Message{Body: body(p.size)})
+		require.NoError(t, err)
+		if i == 1 {
+			want = proto.AppendAckFrame(want, 1, &proto.BasicAck{DeliveryTag: 7})
+		}
+	}
+	for _, transport := range []string{"tcp", "pipe"} {
+		t.Run(transport, func(t *testing.T) {
+			cli, got := capturingConn(t, transport)
+			c := &Conn{nc: cli, wake: make(chan struct{}, 1), cfg: Config{WriteLimit: 1 << 20, FrameMax: frameMax}}
+			for i, p := range pubs {
+				require.NoError(t, c.enqueuePublish(1, &proto.BasicPublish{RoutingKey: "q"}, &ops.Message{Body: body(p.size)}, p.shared, nil))
+				if i == 1 {
+					require.NoError(t, c.enqueueAck(1, Ack{Tag: 7}))
+				}
+			}
+			require.NotEmpty(t, c.wrefs, "large shared bodies are queued by reference")
+			require.Greater(t, c.wrefBytes, 1<<20, "and count against the write limit")
+			n, err := c.flush()
+			require.NoError(t, err)
+			require.Equal(t, len(want), n)
+			require.Zero(t, c.wrefBytes)
+			for _, r := range c.wspareRefs[:cap(c.wspareRefs)] {
+				require.Nil(t, r.Chunk, "written bodies are not pinned by the spare")
+			}
+			cli.Close()
+			require.Equal(t, want, <-got)
+		})
+	}
+}
+
+// capturingConn is a connection whose peer collects everything written
+// until the client side closes, then sends it on the returned channel.
+func capturingConn(t *testing.T, transport string) (net.Conn, <-chan []byte) {
+	var cli, srv net.Conn
+	if transport == "pipe" {
+		cli, srv = net.Pipe()
+	} else {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer ln.Close()
+		accepted := make(chan net.Conn, 1)
+		go func() { // owner: this function; exits after one accept
+			s, _ := ln.Accept()
+			accepted <- s
+		}()
+		cli, err = net.Dial("tcp", ln.Addr().String())
+		require.NoError(t, err)
+		srv = <-accepted
+		require.NotNil(t, srv)
+	}
+	got := make(chan []byte, 1)
+	go func() { // owner: the test; exits when cli is closed
+		b, _ := io.ReadAll(srv)
+		srv.Close()
+		got <- b
+	}()
+	t.Cleanup(func() { cli.Close() })
+	return cli, got
 }

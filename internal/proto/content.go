@@ -158,14 +158,7 @@ func decodeContentHeader(payload []byte, msg, prev *ops.Message) (classID uint16
 // the body exceeds a frame's 2^32-1 payload bytes); a frameMax too small to
 // carry any payload is taken as FrameMinSize. An empty body appends nothing.
 func AppendBodyFrames(dst []byte, channel uint16, frameMax uint32, body []byte) []byte {
-	chunk := uint64(math.MaxUint32)
-	switch {
-	case frameMax == 0:
-	case frameMax <= FrameOverhead:
-		chunk = FrameMinSize - FrameOverhead
-	default:
-		chunk = uint64(frameMax - FrameOverhead)
-	}
+	chunk := bodyChunk(frameMax)
 	for len(body) > 0 {
 		n := int(min(chunk, uint64(len(body))))
 		dst = append(dst, FrameBody, uint8(channel>>8), uint8(channel))
@@ -177,34 +170,94 @@ func AppendBodyFrames(dst []byte, channel uint16, frameMax uint32, body []byte) 
 	return dst
 }
 
+// bodyChunk is the most body bytes one body frame carries under frameMax.
+func bodyChunk(frameMax uint32) uint64 {
+	switch {
+	case frameMax == 0:
+		return math.MaxUint32
+	case frameMax <= FrameOverhead:
+		return FrameMinSize - FrameOverhead
+	default:
+		return uint64(frameMax - FrameOverhead)
+	}
+}
+
+// BodyRef is a piece of a body that is not copied into the encoded
+// buffer: Chunk goes on the wire right after the buffer's first At bytes.
+type BodyRef struct {
+	At    int
+	Chunk []byte
+}
+
+// MinBodyRef is the smallest body frame payload AppendPublishRefs leaves
+// as a reference; smaller ones are cheaper to copy than to write as an
+// I/O vector of their own.
+const MinBodyRef = 16 << 10
+
+// AppendPublishRefs is AppendPublish for a body that stays unchanged until
+// the output is written: body frames of at least MinBodyRef bytes get only
+// their frame header and end byte in dst, and their payload is appended to
+// refs as a BodyRef into msg.Body. On error it returns dst and refs
+// unchanged.
+func AppendPublishRefs(dst []byte, refs []BodyRef, channel uint16, frameMax uint32, m *BasicPublish, msg *ops.Message) ([]byte, []BodyRef, error) {
+	out, err := appendPublishHead(dst, channel, frameMax, m, msg)
+	if err != nil {
+		return dst, refs, err
+	}
+	chunk := bodyChunk(frameMax)
+	for body := msg.Body; len(body) > 0; {
+		n := int(min(chunk, uint64(len(body))))
+		out = append(out, FrameBody, uint8(channel>>8), uint8(channel))
+		out = binary.BigEndian.AppendUint32(out, uint32(n))
+		if n >= MinBodyRef {
+			refs = append(refs, BodyRef{At: len(out), Chunk: body[:n:n]})
+		} else {
+			out = append(out, body[:n]...)
+		}
+		out = append(out, FrameEnd)
+		body = body[n:]
+	}
+	return out, refs, nil
+}
+
 // AppendPublish appends a basic.publish method frame, msg's content header
 // and its body frames to dst, so that they go out contiguously. frameMax is
 // the negotiated frame-max (0: none); a method or header frame larger than
 // it is an error wrapping ErrFrameTooLarge. On error it returns dst
 // unchanged. It allocates only to grow dst.
 func AppendPublish(dst []byte, channel uint16, frameMax uint32, m *BasicPublish, msg *ops.Message) ([]byte, error) {
+	out, err := appendPublishHead(dst, channel, frameMax, m, msg)
+	if err != nil {
+		return dst, err
+	}
+	return AppendBodyFrames(out, channel, frameMax, msg.Body), nil
+}
+
+// appendPublishHead appends the method and content header frames of a
+// publish; on error the caller keeps its dst.
+func appendPublishHead(dst []byte, channel uint16, frameMax uint32, m *BasicPublish, msg *ops.Message) ([]byte, error) {
 	// The method frame is built here rather than by AppendMethodFrame so the
 	// call to m.Append is static and m does not escape.
 	out, start := beginFrame(dst, FrameMethod, channel)
 	out = binary.BigEndian.AppendUint32(out, uint32(BasicPublishID))
 	out, err := m.Append(out)
 	if err != nil {
-		return dst, err
+		return nil, err
 	}
 	if out, err = endFrame(dst, out, start); err != nil {
-		return dst, err
+		return nil, err
 	}
 	if err := checkFrameMax(len(out)-start, frameMax, "basic.publish"); err != nil {
-		return dst, err
+		return nil, err
 	}
 	hstart := len(out)
 	if out, err = AppendContentHeader(out, channel, ClassBasic, uint64(len(msg.Body)), msg); err != nil {
-		return dst, err
+		return nil, err
 	}
 	if err := checkFrameMax(len(out)-hstart, frameMax, "content header"); err != nil {
-		return dst, err
+		return nil, err
 	}
-	return AppendBodyFrames(out, channel, frameMax, msg.Body), nil
+	return out, nil
 }
 
 func checkFrameMax(size int, frameMax uint32, what string) error {

@@ -207,3 +207,43 @@ func TestAppendPublishNoAlloc(t *testing.T) {
 	})
 	require.Zero(t, allocs)
 }
+
+// TestAppendPublishRefs: splicing the references back into the buffer
+// gives exactly AppendPublish's bytes, and only chunks of at least
+// MinBodyRef are left as references, pointing into the body itself.
+func TestAppendPublishRefs(t *testing.T) {
+	for _, size := range []int{0, 100, MinBodyRef - 1, MinBodyRef, 3*4096 + 17, 300 << 10} {
+		for _, frameMax := range []uint32{4096, 131072, 0} {
+			body := make([]byte, size)
+			for i := range body {
+				body[i] = byte(i * 7)
+			}
+			msg := ops.Message{ContentType: "text/plain", Body: body}
+			pub := &BasicPublish{Exchange: "e", RoutingKey: "r"}
+			want, err := AppendPublish([]byte("x"), 3, frameMax, pub, &msg)
+			require.NoError(t, err)
+			out, refs, err := AppendPublishRefs([]byte("x"), nil, 3, frameMax, pub, &msg)
+			require.NoError(t, err)
+			var got []byte
+			at := 0
+			for _, r := range refs {
+				require.GreaterOrEqual(t, len(r.Chunk), MinBodyRef)
+				got = append(append(got, out[at:r.At]...), r.Chunk...)
+				at = r.At
+			}
+			got = append(got, out[at:]...)
+			require.Equal(t, want, got, "size %d, frameMax %d", size, frameMax)
+			if len(refs) > 0 { // a reference into the body, not a copy
+				last := refs[len(refs)-1].Chunk
+				body[len(body)-1]++
+				require.Equal(t, body[len(body)-1], last[len(last)-1])
+			}
+			if frameMax == 4096 || size < MinBodyRef {
+				require.Empty(t, refs, "chunks under MinBodyRef are copied")
+			}
+		}
+	}
+	_, refs, err := AppendPublishRefs([]byte("keep"), []BodyRef{{At: 1}}, 1, 4096, &BasicPublish{Exchange: strings.Repeat("e", 300)}, &ops.Message{Body: make([]byte, 1<<20)})
+	require.Error(t, err)
+	require.Len(t, refs, 1, "refs unchanged on error")
+}
