@@ -38,7 +38,7 @@ const (
 	cLeveret = "leveret"
 	cAMQP    = "amqp091-go"
 	cAMQP16  = "amqp091-go-x16"  // 16 goroutines on 16 channels (declares only)
-	cRaw     = "ceiling"         // the raw codec client of ceiling.go (messaging only)
+	cRaw     = "ceiling"         // the raw codec client of ceiling.go (no-wait for declares)
 	cRawHand = "ceiling-handoff" // cRaw acking on a second goroutine (consume only)
 )
 
@@ -283,6 +283,9 @@ func (e *env) jobs() [][]job {
 			}},
 			{gDeclare, s, cLeveret, cfg.declares, func(ctx context.Context, e *env) (cost, error) {
 				return leveretDeclares(ctx, e, url)
+			}},
+			{gDeclare, s, cRaw, cfg.declares, func(ctx context.Context, e *env) (cost, error) {
+				return rawDeclares(ctx, e, url, 16)
 			}},
 		})
 	}
