@@ -85,3 +85,17 @@ func TestLargeSection(t *testing.T) {
 	assert.Contains(t, b.String(), "| confirmed publish, window 100, 1 MiB × 800 | leveret | 1000 | 2.00× | 0.50 | 0.50× |")
 	assert.NotContains(t, r.markdown(), "large-confirm") // titled, never the raw scenario name
 }
+
+// TestFindBroker: the broker's CPU comes from the beam.smp listening on
+// the benchmark's port, which the test broker is. (Needs the broker, like
+// the rest of the bench module's tests.)
+func TestFindBroker(t *testing.T) {
+	brokerPID.Store(0)
+	findBroker(5672)
+	pid := brokerPID.Load()
+	require.NotZero(t, pid, "no beam.smp listening on 5672")
+	t.Cleanup(func() { brokerPID.Store(0) })
+	require.Greater(t, brokerCPU(), time.Duration(0))
+	findBroker(1) // nothing listens on port 1: the PID found stays
+	require.Equal(t, pid, brokerPID.Load())
+}

@@ -6,7 +6,6 @@ import (
 	"log"
 	"net/url"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -103,6 +102,13 @@ func newEnv(ctx context.Context, cfg *config, u *url.URL) (*env, error) {
 		return nil, fmt.Errorf("dial %s: %w", u.Redacted(), err)
 	}
 	e := &env{cfg: cfg, url: cfg.url, admin: admin, proxies: map[int]*latencyProxy{}, rtt: map[int]time.Duration{}}
+	if h := u.Hostname(); h == "127.0.0.1" || h == "localhost" || h == "::1" {
+		port, err := strconv.Atoi(u.Port())
+		if err != nil {
+			port = 5672
+		}
+		findBroker(port)
+	}
 	if v, ok := admin.ServerProperties()["version"].(string); ok {
 		e.brokerVersion = v
 	}
@@ -212,37 +218,6 @@ func processSyscalls() (reads, writes int64) {
 	}
 	return reads, writes
 }
-
-// brokerCPU is the user+sys CPU so far of the local RabbitMQ node (the
-// beam.smp process, from /proc/PID/stat), or 0 if there is none: a broker
-// elsewhere is not measured. It shows when the broker, not the client,
-// bounds a scenario.
-func brokerCPU() time.Duration {
-	dirs, _ := filepath.Glob("/proc/[0-9]*")
-	for _, d := range dirs {
-		comm, err := os.ReadFile(d + "/comm")
-		if err != nil || strings.TrimSpace(string(comm)) != "beam.smp" {
-			continue
-		}
-		stat, err := os.ReadFile(d + "/stat")
-		if err != nil {
-			return 0
-		}
-		// Fields after the parenthesised command: state is field 3, utime 14, stime 15.
-		_, rest, ok := strings.Cut(string(stat), ") ")
-		f := strings.Fields(rest)
-		if !ok || len(f) < 13 {
-			return 0
-		}
-		ut, _ := strconv.ParseInt(f[11], 10, 64)
-		st, _ := strconv.ParseInt(f[12], 10, 64)
-		return time.Duration(ut+st) * time.Second / clockTicks
-	}
-	return 0
-}
-
-// clockTicks is USER_HZ, the unit of /proc/PID/stat times: 100 on Linux.
-const clockTicks = 100
 
 func processCPU() time.Duration {
 	var ru syscall.Rusage
