@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -63,19 +64,27 @@ func tlsDial(t *testing.T, url string, opts ...leveret.Option) (*leveret.Client,
 	return c, err
 }
 
-// roundTrip declares a queue, publishes a message and gets it back.
+// roundTrip declares a queue, publishes a message and gets it back, then
+// does the same with a 300 KiB body: Client.Publish queues large body
+// frames by reference, which a TLS connection writes copied flat.
 func roundTrip(t *testing.T, c *leveret.Client) {
 	t.Helper()
 	ctx := testContext(t)
 	q := uniqueName(t, "tls")
 	_, err := c.QueueDeclare(ops.QueueDeclare{Queue: q, AutoDelete: true}).Wait(ctx)
 	require.NoError(t, err)
-	_, err = c.Publish(ctx, ops.Publish{RoutingKey: q, Message: ops.Message{Body: []byte("over tls")}}).Wait(ctx)
-	require.NoError(t, err)
-	r, err := c.Get(ops.Get{Queue: q, NoAck: true}).Wait(ctx)
-	require.NoError(t, err)
-	require.False(t, r.Empty())
-	require.Equal(t, "over tls", string(r.Delivery.Body))
+	big := make([]byte, 300<<10)
+	for i := range big {
+		big[i] = byte(i % 251)
+	}
+	for _, body := range [][]byte{[]byte("over tls"), big} {
+		_, err = c.Publish(ctx, ops.Publish{RoutingKey: q, Message: ops.Message{Body: body}}).Wait(ctx)
+		require.NoError(t, err)
+		r, err := c.Get(ops.Get{Queue: q, NoAck: true}).Wait(ctx)
+		require.NoError(t, err)
+		require.False(t, r.Empty())
+		require.True(t, bytes.Equal(body, r.Delivery.Body), "a %d-byte body came back different", len(body))
+	}
 	_, err = c.QueueDelete(ops.QueueDelete{Queue: q}).Wait(ctx)
 	require.NoError(t, err)
 }

@@ -64,6 +64,7 @@ type Conn struct {
 	wrefBytes   int
 	wspareRefs  []proto.BodyRef
 	wiov        net.Buffers   // writer only: the I/O vector of a batch with references
+	wflat       []byte        // writer only: such a batch copied flat, where there is no writev
 	werr        error         // set once nothing more can be written
 	blocked     bool          // connection.blocked in force: publishes wait
 	roomWaiters bool          // someone waits on room

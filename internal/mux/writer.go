@@ -3,6 +3,7 @@ package mux
 import (
 	"context"
 	"fmt"
+	"net"
 	"time"
 
 	"github.com/leveret-mq/leveret/internal/proto"
@@ -255,12 +256,28 @@ func (c *Conn) flush() (int, error) {
 }
 
 // write writes one batch: buf alone in one write, or with references
-// spliced in as one vectored write (writev on a TCP connection; other
-// connections, TLS among them, get one write per piece). It runs on the
-// writer under ioMu.
+// spliced in. On a TCP connection that is one vectored write (writev).
+// Other connections (TLS above all, where every Write is a record and a
+// system call of its own) get the pieces copied into one buffer and one
+// Write, as if they had never been references. It runs on the writer
+// under ioMu.
 func (c *Conn) write(buf []byte, refs []proto.BodyRef) error {
 	if len(refs) == 0 {
 		_, err := c.nc.Write(buf)
+		return err
+	}
+	if _, vectored := c.nc.(*net.TCPConn); !vectored {
+		flat, at := c.wflat[:0], 0
+		for _, r := range refs {
+			flat, at = append(append(flat, buf[at:r.At]...), r.Chunk...), r.At
+		}
+		flat = append(flat, buf[at:]...)
+		_, err := c.nc.Write(flat)
+		if cap(flat) <= c.spareBound() {
+			c.wflat = flat[:0]
+		} else {
+			c.wflat = nil
+		}
 		return err
 	}
 	iov, at := c.wiov[:0], 0

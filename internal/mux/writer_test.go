@@ -194,9 +194,9 @@ func discardConn(t *testing.T) net.Conn {
 }
 
 // TestSharedPublishWritesTheSameBytes: publishes queued by reference, mixed
-// with copied ones and an ack, reach a TCP peer (one writev) and a pipe (a
-// write per piece) as exactly the bytes of copying them all, and the batch
-// lets the bodies go once written.
+// with copied ones and an ack, reach a TCP peer (one writev) and a pipe
+// (copied flat, one write) as exactly the bytes of copying them all, and
+// the batch lets the bodies go once written.
 func TestSharedPublishWritesTheSameBytes(t *testing.T) {
 	body := func(n int) []byte {
 		b := make([]byte, n)
@@ -239,6 +239,7 @@ func TestSharedPublishWritesTheSameBytes(t *testing.T) {
 			for _, r := range c.wspareRefs[:cap(c.wspareRefs)] {
 				require.Nil(t, r.Chunk, "written bodies are not pinned by the spare")
 			}
+			require.Equal(t, transport == "pipe", cap(c.wflat) > 0, "flattened only where there is no writev")
 			cli.Close()
 			require.Equal(t, want, <-got)
 		})
