@@ -51,11 +51,14 @@ type config struct {
 	confirmRaw bool          // leveret's confirm scenario on the root API instead of confirm/
 	topology   int           // leveret.WithTopologyChannels for the declare scenario; 0: the default
 	latencyFor time.Duration // per row of the fixed-rate latency group
+	// latencyRates replaces the latency group's unconfirmed rates (1k, 10k,
+	// 80% of the unthrottled rate) when set.
+	latencyRates []int
 }
 
 func parseFlags() *config {
 	cfg := &config{}
-	var only, clients, lat string
+	var only, clients, lat, latRates string
 	flag.StringVar(&cfg.url, "url", defaultURL, "broker URL (direct; latency scenarios go through an in-process toxiproxy)")
 	flag.IntVar(&cfg.rounds, "rounds", 3, "rounds per scenario and client; the report shows medians")
 	flag.BoolVar(&cfg.quick, "quick", false, "fast smoke run: 1 round, fewer declares and messages")
@@ -72,6 +75,7 @@ func parseFlags() *config {
 	flag.StringVar(&cfg.docsChart, "docs-chart", "../docs/bench.png", "copy chart.png here (empty: do not)")
 	flag.BoolVar(&cfg.confirmRaw, "confirm-raw", false, "leveret confirms via Channel.ConfirmSelect+OnConfirm and a window semaphore, not the confirm package")
 	flag.IntVar(&cfg.topology, "leveret-topology-channels", 0, "experiment: leveret.WithTopologyChannels(n) in the declare scenario (0: library default)")
+	flag.StringVar(&latRates, "latency-rates", "", "comma-separated msg/s for the latency group's unconfirmed rows (default: 1000, 10000 and 80% of the unthrottled rate)")
 	flag.DurationVar(&cfg.latencyFor, "latency-duration", 20*time.Second, "how long each row of the fixed-rate latency group publishes")
 	flag.BoolVar(&cfg.noBroker, "no-broker-start", false, "do not run ../scripts/broker.sh up")
 	flag.Parse()
@@ -100,6 +104,16 @@ func parseFlags() *config {
 			log.Fatalf("bad -latency %q", s)
 		}
 		cfg.latencies = append(cfg.latencies, ms)
+	}
+	for _, s := range strings.Split(latRates, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		r, err := strconv.Atoi(s)
+		if err != nil || r < 1 {
+			log.Fatalf("bad -latency-rates %q", s)
+		}
+		cfg.latencyRates = append(cfg.latencyRates, r)
 	}
 	cfg.only, cfg.clients = set(only), set(clients)
 	if cfg.rounds < 1 || cfg.declares < 16 || cfg.messages < 100 || cfg.consumers < 1 || cfg.window < 1 || cfg.prefetch < 1 || cfg.prefetch > 65535 {

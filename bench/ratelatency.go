@@ -55,6 +55,9 @@ func rateLatencyAll(ctx context.Context, e *env) (string, error) {
 		return "", err
 	}
 	rates := []int{1000, 10000, int(0.8*top.achieved) / 1000 * 1000}
+	if len(e.cfg.latencyRates) > 0 {
+		rates = e.cfg.latencyRates
+	}
 	var runs []latencyRun
 	for _, rate := range rates {
 		for _, client := range []string{cLeveret, cAMQP} {
