@@ -50,9 +50,12 @@ type Consumer struct {
 
 	// A Client.Consume consumer is restarted on each new connection
 	// (pool.startOwn). Guarded by pool.mu.
-	o       ops.Consume         // what to send; Queue follows a server-named queue's renames
-	onGen   *generation         // the connection it was last started on
-	started *Promise[*Consumer] // Client.Consume's promise: settled by the first start that succeeds, or a failure
+	o ops.Consume // what to send; Queue follows a server-named queue's renames
+	// queueNow is o.Queue for readers outside pool.mu (the delivery hook,
+	// once per delivery); stored with every change of o.Queue.
+	queueNow atomic.Pointer[string]
+	onGen    *generation         // the connection it was last started on
+	started  *Promise[*Consumer] // Client.Consume's promise: settled by the first start that succeeds, or a failure
 
 	deliveries chan *Delivery
 	done       chan struct{}
@@ -421,19 +424,16 @@ func (c *Client) newConsumer(o ops.Consume, own bool, chPrefetch int) *Consumer 
 	if limit := max(int(o.Prefetch), chPrefetch); limit > 0 && !o.NoAck {
 		buffer = limit
 	}
-	return &Consumer{c: c, tag: o.ConsumerTag, noAck: o.NoAck, own: own, o: o,
+	cs := &Consumer{c: c, tag: o.ConsumerTag, noAck: o.NoAck, own: own, o: o,
 		hooked:     c.hooks != nil && len(c.hooks.delivery) > 0,
 		deliveries: make(chan *Delivery, buffer), done: make(chan struct{})}
+	cs.queueNow.Store(&o.Queue)
+	return cs
 }
 
 // queue is the queue the consumer reads now (a server-named one is renamed
-// at recovery, under pool.mu).
-func (cs *Consumer) queue() string {
-	p := cs.c.pool
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return cs.o.Queue
-}
+// at recovery). It takes no lock.
+func (cs *Consumer) queue() string { return *cs.queueNow.Load() }
 
 // startConsumer issues basic.consume for cs on ch (after basic.qos if
 // o.Prefetch is set) and reports the broker's answer to done: nil on

@@ -90,6 +90,7 @@ func (c *Client) recoverConsumers(g *generation, rep *Recovery) {
 	for cs := range p.consumers {
 		if name, ok := rep.Renamed[cs.o.Queue]; ok {
 			cs.o.Queue = name
+			cs.queueNow.Store(&name)
 		}
 		list = append(list, cs)
 	}

@@ -192,3 +192,46 @@ func TestHooksRejectsNonHook(t *testing.T) {
 	require.Contains(t, err.Error(), "implements none of the hook interfaces")
 	require.False(t, errors.Is(err, context.DeadlineExceeded))
 }
+
+// TestDeliveryHookQueueFollowsRename: a server-named queue gets a new name
+// at recovery, and DeliveryInfo.Queue of the deliveries after it names the
+// new queue (the consumer keeps it outside pool.mu for the hook).
+func TestDeliveryHookQueueFollowsRename(t *testing.T) {
+	ctx := testContext(t)
+	name := uniqueName(t, "conn")
+	log := newEventLog()
+	h := &recordingHook{done: map[string]error{}}
+	c, err := leveret.Dial(ctx, amqpURL(), leveret.WithConnectionName(name), leveret.WithEventHandler(log.handle), leveret.WithHooks(h))
+	require.NoError(t, err)
+	defer c.Close(context.Background())
+	q, err := c.QueueDeclare(ops.QueueDeclare{Exclusive: true}).Wait(ctx)
+	require.NoError(t, err)
+	cs, err := c.Consume(ops.Consume{Queue: q.Queue, NoAck: true}).Wait(ctx)
+	require.NoError(t, err)
+	receive := func() {
+		t.Helper()
+		select {
+		case _, ok := <-cs.Deliveries():
+			require.True(t, ok, "deliveries closed: %v", cs.Err())
+		case <-ctx.Done():
+			t.Fatal("no delivery")
+		}
+	}
+	_, err = c.Publish(ctx, ops.Publish{RoutingKey: q.Queue, Message: ops.Message{Body: []byte("before")}}).Wait(ctx)
+	require.NoError(t, err)
+	receive()
+
+	forceClose(t, name)
+	rec := log.waitRecovered(t, 1)
+	renamed, ok := rec.Recovery.Renamed[q.Queue]
+	require.True(t, ok, "rename not reported: %+v", rec.Recovery)
+	_, err = c.Publish(ctx, ops.Publish{RoutingKey: renamed, Message: ops.Message{Body: []byte("after")}}).Wait(ctx)
+	require.NoError(t, err)
+	receive()
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	require.Len(t, h.delivered, 2)
+	require.Equal(t, q.Queue, h.delivered[0].Queue)
+	require.Equal(t, renamed, h.delivered[1].Queue)
+}
