@@ -25,6 +25,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"time"
@@ -45,6 +46,7 @@ type config struct {
 	only       map[string]bool // scenario groups to run; empty means all
 	clients    map[string]bool // clients to run; empty means all
 	cpuprofile string
+	tracefile  string
 	outDir     string
 	docsChart  string
 	noBroker   bool
@@ -71,6 +73,7 @@ func parseFlags() *config {
 	flag.StringVar(&only, "only", "", "comma-separated scenario groups: declare,publish,confirm,consume,consumers,large,latency,recovery,failover")
 	flag.StringVar(&clients, "clients", "", "comma-separated clients: leveret,leveret-client,amqp091-go,amqp091-go-x16,ceiling,ceiling-handoff")
 	flag.StringVar(&cfg.cpuprofile, "cpuprofile", "", "write a CPU profile of the whole run to this file")
+	flag.StringVar(&cfg.tracefile, "trace", "", "write a runtime execution trace of the whole run to this file (go tool trace)")
 	flag.StringVar(&cfg.outDir, "out", "results", "directory for results.md, raw.csv and chart.png")
 	flag.StringVar(&cfg.docsChart, "docs-chart", "../docs/bench.png", "copy chart.png here (empty: do not)")
 	flag.BoolVar(&cfg.confirmRaw, "confirm-raw", false, "leveret confirms via Channel.ConfirmSelect+OnConfirm and a window semaphore, not the confirm package")
@@ -160,8 +163,20 @@ func main() {
 		defer f.Close()
 		defer pprof.StopCPUProfile()
 	}
+	if cfg.tracefile != "" {
+		f, err := os.Create(cfg.tracefile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		if err := trace.Start(f); err != nil {
+			log.Fatal(err)
+		}
+		defer f.Close()
+		defer trace.Stop()
+	}
 	if err := run(cfg); err != nil {
 		pprof.StopCPUProfile()
+		trace.Stop()
 		log.Fatal(err)
 	}
 }
