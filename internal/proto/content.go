@@ -158,16 +158,28 @@ func decodeContentHeader(payload []byte, msg, prev *ops.Message) (classID uint16
 // the body exceeds a frame's 2^32-1 payload bytes); a frameMax too small to
 // carry any payload is taken as FrameMinSize. An empty body appends nothing.
 func AppendBodyFrames(dst []byte, channel uint16, frameMax uint32, body []byte) []byte {
+	dst, _ = appendBodyFrames(dst, nil, math.MaxInt, channel, frameMax, body)
+	return dst
+}
+
+// appendBodyFrames appends body frames as AppendBodyFrames does, except
+// that a frame carrying minRef payload bytes or more gets only its header
+// and end byte in dst, its payload going to refs as a BodyRef into body.
+func appendBodyFrames(dst []byte, refs []BodyRef, minRef int, channel uint16, frameMax uint32, body []byte) ([]byte, []BodyRef) {
 	chunk := bodyChunk(frameMax)
 	for len(body) > 0 {
 		n := int(min(chunk, uint64(len(body))))
 		dst = append(dst, FrameBody, uint8(channel>>8), uint8(channel))
 		dst = binary.BigEndian.AppendUint32(dst, uint32(n))
-		dst = append(dst, body[:n]...)
+		if n >= minRef {
+			refs = append(refs, BodyRef{At: len(dst), Chunk: body[:n:n]})
+		} else {
+			dst = append(dst, body[:n]...)
+		}
 		dst = append(dst, FrameEnd)
 		body = body[n:]
 	}
-	return dst
+	return dst, refs
 }
 
 // bodyChunk is the most body bytes one body frame carries under frameMax.
@@ -204,19 +216,7 @@ func AppendPublishRefs(dst []byte, refs []BodyRef, channel uint16, frameMax uint
 	if err != nil {
 		return dst, refs, err
 	}
-	chunk := bodyChunk(frameMax)
-	for body := msg.Body; len(body) > 0; {
-		n := int(min(chunk, uint64(len(body))))
-		out = append(out, FrameBody, uint8(channel>>8), uint8(channel))
-		out = binary.BigEndian.AppendUint32(out, uint32(n))
-		if n >= MinBodyRef {
-			refs = append(refs, BodyRef{At: len(out), Chunk: body[:n:n]})
-		} else {
-			out = append(out, body[:n]...)
-		}
-		out = append(out, FrameEnd)
-		body = body[n:]
-	}
+	out, refs = appendBodyFrames(out, refs, MinBodyRef, channel, frameMax, msg.Body)
 	return out, refs, nil
 }
 
