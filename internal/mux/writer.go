@@ -266,20 +266,6 @@ func (c *Conn) write(buf []byte, refs []proto.BodyRef) error {
 		_, err := c.nc.Write(buf)
 		return err
 	}
-	if _, vectored := c.nc.(*net.TCPConn); !vectored {
-		flat, at := c.wflat[:0], 0
-		for _, r := range refs {
-			flat, at = append(append(flat, buf[at:r.At]...), r.Chunk...), r.At
-		}
-		flat = append(flat, buf[at:]...)
-		_, err := c.nc.Write(flat)
-		if cap(flat) <= c.spareBound() {
-			c.wflat = flat[:0]
-		} else {
-			c.wflat = nil
-		}
-		return err
-	}
 	iov, at := c.wiov[:0], 0
 	for _, r := range refs {
 		if r.At > at {
@@ -289,7 +275,21 @@ func (c *Conn) write(buf []byte, refs []proto.BodyRef) error {
 	}
 	iov = append(iov, buf[at:])
 	keep := iov // WriteTo consumes its receiver; keep the backing array
-	_, err := iov.WriteTo(c.nc)
+	var err error
+	if _, vectored := c.nc.(*net.TCPConn); vectored {
+		_, err = iov.WriteTo(c.nc)
+	} else {
+		flat := c.wflat[:0]
+		for _, piece := range iov {
+			flat = append(flat, piece...)
+		}
+		_, err = c.nc.Write(flat)
+		if cap(flat) <= c.spareBound() {
+			c.wflat = flat[:0]
+		} else {
+			c.wflat = nil
+		}
+	}
 	clear(keep)
 	c.wiov = keep[:0]
 	return err
