@@ -175,17 +175,24 @@ func (ch *Channel) Call(r *Request) error {
 // sends made on the reader goroutine, or after WaitPublishRoom).
 // The method, header and body frames go out contiguously. msg is encoded
 // before Publish returns unless a barrier is pending, in which case it is
-// copied; either way the caller may reuse msg.Body afterwards.
+// copied; either way the caller may reuse msg.Body afterwards. A large body
+// on a TCP connection is written from msg.Body itself, and Publish returns
+// once it has been (see writeThrough).
 func (ch *Channel) Publish(ctx context.Context, m *proto.BasicPublish, msg *ops.Message, written func(error)) error {
-	if ctx != nil {
-		if err := ch.c.WaitPublishRoom(ctx); err != nil {
-			return err
-		}
-		if err := ch.waitFlow(ctx); err != nil {
-			return err
-		}
+	if ctx == nil {
+		_, _, err := ch.publish(m, msg, false, written)
+		return err
 	}
-	_, err := ch.publish(m, msg, false, written)
+	if err := ch.c.WaitPublishRoom(ctx); err != nil {
+		return err
+	}
+	if err := ch.waitFlow(ctx); err != nil {
+		return err
+	}
+	if ch.c.writesThrough(msg) {
+		return ch.writeThrough(ctx, m, msg, written)
+	}
+	_, _, err := ch.publish(m, msg, false, written)
 	return err
 }
 
@@ -244,7 +251,8 @@ func (ch *Channel) setFlow(active bool) {
 // channel's send order (0 if it is held behind a barrier and has none yet),
 // to compare with FailedAt.
 func (ch *Channel) PublishNow(m *proto.BasicPublish, msg *ops.Message) (uint64, error) {
-	return ch.publish(m, msg, false, nil)
+	sent, _, err := ch.publish(m, msg, false, nil)
+	return sent, err
 }
 
 // PublishShared is PublishNow for a body the caller never changes again
@@ -253,14 +261,18 @@ func (ch *Channel) PublishNow(m *proto.BasicPublish, msg *ops.Message) (uint64, 
 // queue. The queue holds msg.Body until the frames are written or the
 // connection ends.
 func (ch *Channel) PublishShared(m *proto.BasicPublish, msg *ops.Message) (uint64, error) {
-	return ch.publish(m, msg, true, nil)
+	sent, _, err := ch.publish(m, msg, true, nil)
+	return sent, err
 }
 
-func (ch *Channel) publish(m *proto.BasicPublish, msg *ops.Message, shared bool, written func(error)) (uint64, error) {
+// publish queues the publish, or holds a copy of it behind a barrier or a
+// flow pause. With shared, large body frames are queued by reference and
+// the queuedRefs name them (empty when held: the copy is private).
+func (ch *Channel) publish(m *proto.BasicPublish, msg *ops.Message, shared bool, written func(error)) (uint64, queuedRefs, error) {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
 	if err := ch.usableLocked(); err != nil {
-		return 0, err
+		return 0, queuedRefs{}, err
 	}
 	if ch.barrier || ch.flowPaused {
 		cp := *msg
@@ -272,13 +284,14 @@ func (ch *Channel) publish(m *proto.BasicPublish, msg *ops.Message, shared bool,
 		} else {
 			ch.flowHeld = append(ch.flowHeld, r)
 		}
-		return 0, nil
+		return 0, queuedRefs{}, nil
 	}
-	if err := ch.c.enqueuePublish(ch.ID, m, msg, shared, written); err != nil {
-		return 0, err
+	q, err := ch.c.enqueuePublish(ch.ID, m, msg, shared, written)
+	if err != nil {
+		return 0, queuedRefs{}, err
 	}
 	ch.sent++
-	return ch.sent, nil
+	return ch.sent, q, nil
 }
 
 // FailedAt is, once the broker has closed the channel blaming a request, that
@@ -369,7 +382,7 @@ func (ch *Channel) sendLocked(r *Request) error {
 		return nil
 	}
 	if publish {
-		err = ch.c.enqueuePublish(ch.ID, p, r.Msg, false, r.Written)
+		_, err = ch.c.enqueuePublish(ch.ID, p, r.Msg, false, r.Written)
 	} else {
 		err = ch.c.enqueueMethod(ch.ID, r.Method, r.Written)
 	}

@@ -60,9 +60,14 @@ type Conn struct {
 	// Body chunks queued by reference (PublishShared): each goes out after
 	// the first At bytes of wbuf. wrefBytes is their total length, which
 	// counts against WriteLimit like queued bytes.
-	wrefs       []proto.BodyRef
-	wrefBytes   int
-	wspareRefs  []proto.BodyRef
+	wrefs      []proto.BodyRef
+	wrefBytes  int
+	wspareRefs []proto.BodyRef
+	// wbatch counts the batches taken from the queue (written, or dropped
+	// when the connection ended): a reference queued in batch wbatch is
+	// still in wrefs, untouched by the writer.
+	wbatch      uint64
+	vectored    bool          // nc takes vectored writes (TCP): large publishes write through (see writeThrough)
 	wiov        net.Buffers   // writer only: the I/O vector of a batch with references
 	wflat       []byte        // writer only: such a batch copied flat, where there is no writev
 	werr        error         // set once nothing more can be written
@@ -127,6 +132,7 @@ func New(nc net.Conn, fr *proto.FrameReader, cfg Config) *Conn {
 		dead:    make(chan struct{}),
 		closeOk: make(chan struct{}),
 	}
+	_, c.vectored = nc.(*net.TCPConn)
 	c.closedErrByUs = &contextError{"amqp: connection closed by this client (Close)", cfg.Errors.Closed}
 	c.wg.Add(2)
 	go c.readLoop()  // owner: Conn; exits when nc fails or is closed by fail.

@@ -3,7 +3,6 @@ package mux
 import (
 	"context"
 	"fmt"
-	"net"
 	"time"
 
 	"github.com/leveret-mq/leveret/internal/proto"
@@ -94,17 +93,26 @@ func (c *Conn) enqueueMethod(channel uint16, m proto.Method, written func(error)
 
 // enqueuePublish queues a publish's frames. With shared, body frames of
 // proto.MinBodyRef bytes or more are queued by reference, not copied: the
-// caller promises msg.Body never changes (see Channel.PublishShared).
-func (c *Conn) enqueuePublish(channel uint16, m *proto.BasicPublish, msg *ops.Message, shared bool, written func(error)) error {
+// caller promises msg.Body stays unchanged until they are written (see
+// Channel.PublishShared and writeThrough). The queuedRefs it returns name
+// those references, empty if there are none.
+func (c *Conn) enqueuePublish(channel uint16, m *proto.BasicPublish, msg *ops.Message, shared bool, written func(error)) (queuedRefs, error) {
 	frameMax := c.cfg.FrameMax
 	if shared && len(msg.Body) >= proto.MinBodyRef {
-		return c.enqueue(func(dst []byte) ([]byte, error) { // runs under wmu
+		var q queuedRefs
+		err := c.enqueue(func(dst []byte) ([]byte, error) { // runs under wmu
+			from := len(c.wrefs)
 			out, refs, err := proto.AppendPublishRefs(dst, c.wrefs, channel, frameMax, m, msg)
 			c.wrefs = refs
+			q = queuedRefs{batch: c.wbatch, from: from, to: len(refs)}
 			return out, err
 		}, written)
+		if err != nil {
+			return queuedRefs{}, err
+		}
+		return q, nil
 	}
-	return c.enqueue(func(dst []byte) ([]byte, error) {
+	return queuedRefs{}, c.enqueue(func(dst []byte) ([]byte, error) {
 		return proto.AppendPublish(dst, channel, frameMax, m, msg)
 	}, written)
 }
@@ -220,6 +228,7 @@ func (c *Conn) flush() (int, error) {
 		return 0, nil
 	}
 	c.wbuf, c.wcbs, c.wrefs, c.wrefBytes = c.wspare[:0], c.wspareCbs[:0], c.wspareRefs[:0], 0
+	c.wbatch++
 	c.ackEnd = 0 // the ack it marks is about to be written
 	c.wmu.Unlock()
 
@@ -276,7 +285,7 @@ func (c *Conn) write(buf []byte, refs []proto.BodyRef) error {
 	iov = append(iov, buf[at:])
 	keep := iov // WriteTo consumes its receiver; keep the backing array
 	var err error
-	if _, vectored := c.nc.(*net.TCPConn); vectored {
+	if c.vectored {
 		_, err = iov.WriteTo(c.nc)
 	} else {
 		flat := c.wflat[:0]
@@ -302,6 +311,7 @@ func (c *Conn) failWriteCallbacks() {
 	cbs := c.wcbs
 	c.wcbs, c.wbuf, c.ackEnd = nil, nil, 0
 	c.wrefs, c.wrefBytes = nil, 0
+	c.wbatch++
 	c.wakeRoomLocked()
 	c.wmu.Unlock()
 	err := c.closedErr()

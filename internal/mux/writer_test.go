@@ -224,8 +224,11 @@ func TestSharedPublishWritesTheSameBytes(t *testing.T) {
 		t.Run(transport, func(t *testing.T) {
 			cli, got := capturingConn(t, transport)
 			c := &Conn{nc: cli, wake: make(chan struct{}, 1), cfg: Config{WriteLimit: 1 << 20, FrameMax: frameMax}}
+			_, c.vectored = cli.(*net.TCPConn)
+			require.Equal(t, transport == "tcp", c.vectored)
 			for i, p := range pubs {
-				require.NoError(t, c.enqueuePublish(1, &proto.BasicPublish{RoutingKey: "q"}, &ops.Message{Body: body(p.size)}, p.shared, nil))
+				_, err := c.enqueuePublish(1, &proto.BasicPublish{RoutingKey: "q"}, &ops.Message{Body: body(p.size)}, p.shared, nil)
+				require.NoError(t, err)
 				if i == 1 {
 					require.NoError(t, c.enqueueAck(1, Ack{Tag: 7}))
 				}
@@ -246,6 +249,24 @@ func TestSharedPublishWritesTheSameBytes(t *testing.T) {
 	}
 }
 
+// tcpPair is both ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (cli, srv *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() { // owner: this function; exits after one accept
+		s, _ := ln.Accept()
+		accepted <- s
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	s := <-accepted
+	require.NotNil(t, s)
+	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
 // capturingConn is a connection whose peer collects everything written
 // until the client side closes, then sends it on the returned channel.
 func capturingConn(t *testing.T, transport string) (net.Conn, <-chan []byte) {
@@ -253,18 +274,7 @@ func capturingConn(t *testing.T, transport string) (net.Conn, <-chan []byte) {
 	if transport == "pipe" {
 		cli, srv = net.Pipe()
 	} else {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		require.NoError(t, err)
-		defer ln.Close()
-		accepted := make(chan net.Conn, 1)
-		go func() { // owner: this function; exits after one accept
-			s, _ := ln.Accept()
-			accepted <- s
-		}()
-		cli, err = net.Dial("tcp", ln.Addr().String())
-		require.NoError(t, err)
-		srv = <-accepted
-		require.NotNil(t, srv)
+		cli, srv = tcpPair(t)
 	}
 	got := make(chan []byte, 1)
 	go func() { // owner: the test; exits when cli is closed
