@@ -16,11 +16,19 @@ import (
 // took the message: use the confirm package for that. If the broker
 // rejects the publish (say, 404 for a missing exchange) it closes the
 // channel, and the error surfaces at the next operation on the channel and
-// in Err. A promise that has already failed when Publish returns (the
-// channel or connection had ended, or ctx ended while waiting for room)
-// means nothing was sent. While the channel waits to be re-opened after a
-// dropped connection, Publish waits for it, honouring ctx. The caller may
-// reuse o.Message.Body as soon as Publish returns.
+// in Err. A promise that has failed with the channel's or connection's
+// end, or with ctx's error, when Publish returns means nothing was sent
+// (a write that failed part-way is discarded by the broker with the
+// connection). While the channel waits to be re-opened after a dropped
+// connection, Publish waits for it, honouring ctx. The caller may reuse
+// o.Message.Body as soon as Publish returns.
+//
+// A body of 16 KiB or more on a plain TCP connection is not copied: its
+// frames are written from o.Message.Body, and Publish returns once the
+// socket has taken them (the promise has then settled). If ctx ends
+// before the writer reaches them, they are copied and Publish returns; the
+// message still goes out. Over TLS every body is copied and Publish
+// returns once it is queued.
 func (ch *Channel) Publish(ctx context.Context, o ops.Publish) *Promise[struct{}] {
 	p := newPromise[struct{}]()
 	written := func(err error) { p.resolve(struct{}{}, err) }
@@ -75,10 +83,10 @@ func (ch *Channel) publish(ctx context.Context, m *proto.BasicPublish, msg *ops.
 // Send publishes like Publish but without a promise, for callers that
 // learn what became of a message another way (publisher confirms, the
 // channel's end). It waits like Publish. It returns nil once the message is
-// queued for the socket, or the error that kept it from being sent, in
-// which case nothing was sent. A write that fails later ends the
-// connection, and with it the channel. The caller may reuse o.Message.Body
-// as soon as Send returns.
+// queued for the socket (for a large body on TCP, written to it, as with
+// Publish), or the error that kept it from being sent, in which case
+// nothing was sent. A write that fails ends the connection, and with it
+// the channel. The caller may reuse o.Message.Body as soon as Send returns.
 func (ch *Channel) Send(ctx context.Context, o ops.Publish) error {
 	if h := ch.c.hooks; h.publishes() {
 		return ch.hookedPublish(ctx, h, o, nil)

@@ -231,6 +231,59 @@ func TestPublishBodySizes(t *testing.T) {
 	assert.Equal(t, uint32(0), msgDepth(t, c, q))
 }
 
+// TestPublishReusesLargeBody publishes large bodies on a channel from one
+// buffer, rewritten as soon as each Publish or Send returns: bodies of 16
+// KiB and more on TCP are written from the caller's slice, not copied, so
+// returning early would let the next message's bytes reach the broker in
+// this one's frames. Sizes cross the 16 KiB threshold and frame_max (a
+// body split into referenced frames and a copied tail).
+func TestPublishReusesLargeBody(t *testing.T) {
+	ctx := msgCtx(t)
+	c := msgDial(t)
+	q := msgQueue(t, c)
+	ch := msgChannel(t, c)
+
+	sizes := []int{16<<10 - 1, 16 << 10, 128<<10 - 8, 128<<10 - 7, 128<<10 + 100, 1 << 20, 1<<20 + 3}
+	fill := func(b []byte, n int) {
+		for i := range b {
+			b[i] = byte(n*131 + i*7 + i>>11)
+		}
+	}
+	buf := make([]byte, 1<<20+3)
+	var proms []*leveret.Promise[struct{}]
+	n := 0
+	for round := 0; round < 3; round++ {
+		for _, size := range sizes {
+			b := buf[:size]
+			fill(b, n)
+			o := ops.Publish{RoutingKey: q, Message: ops.Message{MessageID: strconv.Itoa(n), Body: b}}
+			if n%2 == 0 {
+				proms = append(proms, ch.Publish(ctx, o))
+			} else {
+				require.NoError(t, ch.Send(ctx, o))
+			}
+			fill(b, -1) // scribble over it at once
+			n++
+		}
+	}
+	for i, p := range proms {
+		msgOK(t, ctx, p, "publish "+strconv.Itoa(2*i))
+	}
+
+	cs := msgConsume(t, c, ops.Consume{Queue: q, Prefetch: 10})
+	want := make([]byte, len(buf))
+	for i := 0; i < n; i++ {
+		d := msgNext(t, ctx, cs)
+		require.Equal(t, strconv.Itoa(i), d.MessageID, "deliveries in publish order")
+		size := sizes[i%len(sizes)]
+		fill(want[:size], i)
+		require.Len(t, d.Body, size, "message %d", i)
+		require.True(t, bytes.Equal(want[:size], d.Body), "message %d (%d bytes) carries bytes written after its Publish returned", i, size)
+		msgOK(t, ctx, d.Ack(), "ack")
+	}
+	msgOK(t, ctx, cs.Cancel(), "cancel")
+}
+
 // TestGetEmptyQueue: basic.get-empty resolves to an empty result, on the
 // client's pool and on an explicit channel.
 func TestGetEmptyQueue(t *testing.T) {
