@@ -66,6 +66,7 @@ type clientPub struct {
 	pool     *pool
 	m        proto.BasicPublish
 	msg      ops.Message // private copy: re-sent if the broker discards it
+	buf      *[]byte     // msg.Body's pooled buffer, if it has one (see bodybuf.go)
 	cost     int
 	prom     *Promise[struct{}]
 	ret      *ops.Return // basic.return received; the ack that follows settles it
@@ -85,9 +86,9 @@ func newClientPub(o *ops.Publish, prom *Promise[struct{}]) *clientPub {
 		m:    proto.BasicPublish{Exchange: o.Exchange, RoutingKey: o.RoutingKey, Mandatory: o.Mandatory},
 		msg:  o.Message,
 		prom: prom,
-		cost: len(o.Message.Body) + pubCostOverhead,
 	}
-	pub.msg.Body = append([]byte(nil), o.Message.Body...)
+	pub.msg.Body, pub.buf = copyBody(o.Message.Body)
+	pub.cost = cap(pub.msg.Body) + pubCostOverhead // the memory held, not the body's length
 	if o.Mandatory || o.Message.Headers != nil {
 		pub.msg.Headers = maps.Clone(o.Message.Headers)
 	}
@@ -262,28 +263,42 @@ func (t *pubTracker) end() (unconfirmed []*clientPub, requests bool) {
 	return unconfirmed, requests
 }
 
+// confirmed settles the publish from the broker's basic.ack or basic.nack.
+// The broker has read all of it, so its body's buffer can be reused.
 func (pub *clientPub) confirmed(ack bool) {
+	var err error
 	switch {
 	case !ack:
-		pub.finish(ErrNacked)
+		err = ErrNacked
 	case pub.ret != nil:
-		pub.finish(&ReturnedError{Return: *pub.ret})
-	default:
-		pub.finish(nil)
+		err = &ReturnedError{Return: *pub.ret}
 	}
+	buf := pub.buf
+	pub.buf = nil
+	pub.settle(err, buf)
 }
 
 // finish settles the publish, gives back its budget and releases the
-// operations that waited for it.
-func (pub *clientPub) finish(err error) {
+// operations that waited for it. Its body is left to the collector: a
+// write may still be queued that reads it.
+func (pub *clientPub) finish(err error) { pub.settle(err, nil) }
+
+// settle is finish, then gives buf back once nothing reads the body: after
+// the OnPublishDone hooks, which are shown it.
+func (pub *clientPub) settle(err error, buf *[]byte) {
 	p := pub.pool
 	p.budget.release(pub.cost)
 	p.finish(&pub.op, nil, nil, nil, err)
 	if pub.hinfo != nil {
-		// finish may run on the reader goroutine: hooks run on the dispatcher.
+		// settle may run on the reader goroutine: hooks run on the dispatcher.
 		h, ctx, info := p.c.hooks, pub.hctx, pub.hinfo
-		p.c.dispatch.post(func() { h.donePublish(ctx, info, err) })
+		p.c.dispatch.post(func() {
+			h.donePublish(ctx, info, err)
+			releaseBody(buf)
+		})
+		return
 	}
+	releaseBody(buf)
 }
 
 // takeTag removes tagHeader from a returned message and returns its value.

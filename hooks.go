@@ -29,7 +29,9 @@ type PublishInfo struct {
 	// Message is what will be sent. OnPublish may add entries to
 	// Message.Headers (making the table if it is nil), to carry a trace
 	// context for example: the table is the client's own copy, the
-	// caller's is never written. The body must not be changed.
+	// caller's is never written. The body must not be changed, nor kept
+	// after the hook returns: Client.Publish reuses its buffer once the
+	// publish has been confirmed.
 	Message *ops.Message
 	// Channel is the explicit channel of Channel.Publish or Channel.Send;
 	// nil for Client.Publish.

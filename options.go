@@ -214,7 +214,8 @@ func WithConsumerBuffer(n int) Option {
 
 // WithUnconfirmedLimit bounds the bytes of the messages that Client.Publish
 // holds until the broker confirms them (default 64 MiB; each message counts
-// its body plus 256 bytes). Past it, Client.Publish waits for confirmations,
+// the buffer its body is copied into, at most twice the body for bodies of
+// 16 KiB or more, plus 256 bytes). Past it, Client.Publish waits for confirmations,
 // honouring its ctx. A single message larger than the limit is sent alone.
 func WithUnconfirmedLimit(n int) Option {
 	return optionFunc(func(c *config) { c.unconfirmedLimit = n })

@@ -118,10 +118,12 @@ func (ch *Channel) Send(ctx context.Context, o ops.Publish) error {
 // channels that name that entity wait for its confirmation.
 //
 // Publish copies the message (the caller may reuse o.Message.Body at once)
-// and keeps the copy until the broker confirms. It waits, honouring ctx,
-// while the unconfirmed copies exceed WithUnconfirmedLimit, the output
-// buffer is full or the broker blocks publishing; if ctx has ended first,
-// nothing is sent and the promise has failed with ctx's error. For
+// and keeps the copy until the broker confirms; a body of 16 KiB or more
+// is copied into a buffer rounded up to a power of two, reused after the
+// confirmation. It waits, honouring ctx, while the unconfirmed copies
+// exceed WithUnconfirmedLimit, the output buffer is full or the broker
+// blocks publishing; if ctx has ended first, nothing is sent and the
+// promise has failed with ctx's error. For
 // fire-and-forget publishing use Channel.Publish or Channel.Send; for a
 // confirmed stream with a window of its own, the confirm package.
 func (c *Client) Publish(ctx context.Context, o ops.Publish) *Promise[struct{}] {

@@ -284,6 +284,46 @@ func TestPublishReusesLargeBody(t *testing.T) {
 	msgOK(t, ctx, cs.Cancel(), "cancel")
 }
 
+// TestClientPublishLargeBodiesPooled: Client.Publish copies large bodies
+// into buffers it reuses once the broker has confirmed them. Publishes in
+// waves of 30 (so later waves get the buffers of earlier ones) with
+// distinct contents, sizes in several buffer classes, must each arrive
+// with their own bytes.
+func TestClientPublishLargeBodiesPooled(t *testing.T) {
+	ctx := msgCtx(t)
+	c := msgDial(t)
+	q := msgQueue(t, c)
+
+	sizes := []int{16 << 10, 20 << 10, 64<<10 + 1, 300 << 10, 1 << 20}
+	content := func(i int) []byte {
+		b := make([]byte, sizes[i%len(sizes)])
+		for j := range b {
+			b[j] = byte(i*37 + j*13 + j>>9)
+		}
+		return b
+	}
+	const waves, perWave = 4, 30
+	for w := 0; w < waves; w++ {
+		proms := make([]*leveret.Promise[struct{}], perWave)
+		for k := range proms {
+			i := w*perWave + k
+			proms[k] = c.Publish(ctx, ops.Publish{RoutingKey: q, Message: ops.Message{MessageID: strconv.Itoa(i), Body: content(i)}})
+		}
+		for k, p := range proms {
+			msgOK(t, ctx, p, "publish "+strconv.Itoa(w*perWave+k))
+		}
+	}
+
+	cs := msgConsume(t, c, ops.Consume{Queue: q, Prefetch: 20})
+	for i := 0; i < waves*perWave; i++ {
+		d := msgNext(t, ctx, cs)
+		require.Equal(t, strconv.Itoa(i), d.MessageID, "deliveries in publish order")
+		require.True(t, bytes.Equal(content(i), d.Body), "message %d (%d bytes) differs from what was published", i, len(d.Body))
+		msgOK(t, ctx, d.Ack(), "ack")
+	}
+	msgOK(t, ctx, cs.Cancel(), "cancel")
+}
+
 // TestGetEmptyQueue: basic.get-empty resolves to an empty result, on the
 // client's pool and on an explicit channel.
 func TestGetEmptyQueue(t *testing.T) {
