@@ -35,10 +35,9 @@ type recovery struct {
 	qos      [2]*ops.Qos   // the last basic.qos per Global flag, re-applied
 	txLost   error         // the connection dropped inside a transaction
 	onReopen func(lost error, lastTag uint64)
-	// Confirm mode: publishes sent over the channel's whole life, so that
-	// confirmation tags keep counting across re-opens (see OnReopen).
+	// Confirm mode: re-selected on every re-open; confirmation tags keep
+	// counting across re-opens (link.base, see OnReopen).
 	confirming atomic.Bool
-	sent       atomic.Uint64
 }
 
 // OnReopen sets a handler called after the channel was re-opened on a new
@@ -171,7 +170,13 @@ func (ch *Channel) reopen(g *generation) ([]*Promise[struct{}], error) {
 			done(err)
 		}
 	}
-	lastTag := ch.sent.Load()
+	// The old link's AMQP channel has ended with its connection, so its
+	// count of publishes is final: a publish still returning from it is
+	// counted, one it refused is not (a count kept up here, after Publish
+	// returns, could miss a publish that was written just before the drop
+	// and shift every later confirmation onto the wrong message).
+	old := ch.cur.Load()
+	lastTag := old.base + old.mc.PublishTags()
 	ch.cur.Store(&link{gen: g, mc: mc, base: lastTag})
 	lost, fn := ch.lost, ch.onReopen
 	if mc.Err() != nil {

@@ -58,15 +58,13 @@ func (ch *Channel) hookedPublish(ctx context.Context, h *hookSet, o ops.Publish,
 }
 
 // publish sends on the channel's current AMQP channel, waiting under ctx
-// while it is suspended, and counts the publishes of confirm mode.
+// while it is suspended. (In confirm mode mux counts the publishes, see
+// reopen.)
 func (ch *Channel) publish(ctx context.Context, m *proto.BasicPublish, msg *ops.Message, written func(error)) error {
 	mc := ch.mux()
 	for {
 		err := mc.Publish(ctx, m, msg, written)
 		if err == nil {
-			if ch.confirming.Load() {
-				ch.sent.Add(1)
-			}
 			return nil
 		}
 		// Refused because the connection dropped: nothing was sent, so it

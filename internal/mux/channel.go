@@ -61,6 +61,11 @@ type Channel struct {
 	// closed the channel (0 if none): what was sent before it was processed.
 	sent     uint64
 	failedAt uint64
+	// confirmMode is set once confirm.select is queued; tags then counts
+	// the publishes queued after it, in wire order: the broker's delivery
+	// tag of the last one.
+	confirmMode bool
+	tags        uint64
 	// channel.flow from the peer: while paused, publishes are held in
 	// flowHeld (in order) and Publish calls with a ctx wait on flowResume.
 	flowPaused bool
@@ -291,7 +296,21 @@ func (ch *Channel) publish(m *proto.BasicPublish, msg *ops.Message, shared bool,
 		return 0, queuedRefs{}, err
 	}
 	ch.sent++
+	if ch.confirmMode {
+		ch.tags++
+	}
 	return ch.sent, q, nil
+}
+
+// PublishTags is, in confirm mode, the number of publishes queued since
+// confirm.select: the delivery tag the broker gives the last of them. It
+// counts at the point a publish joins the wire order, so once the channel
+// has ended it is final: no publish refused by the ended channel is
+// counted, and none that was queued is missed.
+func (ch *Channel) PublishTags() uint64 {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	return ch.tags
 }
 
 // FailedAt is, once the broker has closed the channel blaming a request, that
@@ -391,6 +410,14 @@ func (ch *Channel) sendLocked(r *Request) error {
 	}
 	ch.sent++
 	r.seq = ch.sent
+	switch {
+	case publish && ch.confirmMode:
+		ch.tags++
+	case !publish:
+		if _, ok := r.Method.(*proto.ConfirmSelect); ok {
+			ch.confirmMode = true
+		}
+	}
 	if r.Done != nil {
 		ch.pending = append(ch.pending, r)
 	}

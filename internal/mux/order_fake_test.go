@@ -142,3 +142,56 @@ func TestFakeChannelFlowPausesPublishing(t *testing.T) {
 	require.Equal(t, "publish held", <-got)
 	require.Equal(t, "publish waited", <-got)
 }
+
+// TestFakePublishTagsCountInWireOrder: PublishTags counts the publishes
+// queued after confirm.select, at the point each joins the wire order: not
+// those before the select, not those still held behind a barrier until
+// they are released, and nothing after the connection has ended.
+func TestFakePublishTagsCountInWireOrder(t *testing.T) {
+	release := make(chan struct{})
+	c := newConn(t, fakeserver.Options{}, mux.Config{}, func(s *fakeserver.Conn) {
+		ch := s.ExpectOpen(t)
+		for {
+			f, err := s.ReadFrame()
+			require.NoError(t, err)
+			if f.Type != proto.FrameMethod {
+				continue
+			}
+			if m, err := proto.DecodeMethod(f.Payload); err == nil && m.ID() == proto.TxCommitID {
+				break
+			}
+		}
+		<-release
+		s.Send(ch, &proto.TxCommitOk{})
+		for n := 0; n < 2; { // the two publishes released by the commit-ok
+			f, err := s.ReadFrame()
+			require.NoError(t, err)
+			if f.Type == proto.FrameMethod {
+				n++
+			}
+		}
+		s.Close() // the connection drops
+	})
+	ch := openChannel(t, c)
+	msg := &ops.Message{Body: []byte("x")}
+	pub := func() error {
+		_, err := ch.PublishNow(&proto.BasicPublish{RoutingKey: "q"}, msg)
+		return err
+	}
+	require.NoError(t, pub())
+	require.NoError(t, pub())
+	require.Equal(t, uint64(0), ch.PublishTags(), "publishes before confirm.select take no tag")
+	require.NoError(t, ch.Call(&mux.Request{Method: &proto.ConfirmSelect{}}))
+	require.NoError(t, pub())
+	require.Equal(t, uint64(1), ch.PublishTags())
+	commit := call(t, ch, &mux.Request{Method: &proto.TxCommit{}, Barrier: true})
+	require.NoError(t, pub())
+	require.NoError(t, pub())
+	require.Equal(t, uint64(1), ch.PublishTags(), "held behind the barrier: not on the wire yet")
+	close(release)
+	require.NoError(t, await(t, commit).err)
+	require.Equal(t, uint64(3), ch.PublishTags(), "released with the commit-ok")
+	require.Eventually(t, func() bool { return ch.Err() != nil }, 10*time.Second, time.Millisecond)
+	require.Error(t, pub(), "the connection has ended")
+	require.Equal(t, uint64(3), ch.PublishTags(), "final once the channel has ended")
+}
