@@ -527,64 +527,25 @@ func TestRecoveryConfirmRepublish(t *testing.T) {
 	require.NoError(t, err)
 	defer p.Close(context.Background())
 
-	closed := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Go(func() { // owner: this test; exits after the last close has been recovered
-		defer close(closed)
-		for i := 1; i <= closes; i++ {
-			time.Sleep(200 * time.Millisecond)
-			forceClose(t, name)
-			log.waitRecovered(t, i)
-		}
-	})
+	closed, wait := forceCloses(t, name, log, closes, 200*time.Millisecond)
 	var ps []*leveret.Promise[confirm.Outcome]
-	for i := 0; ; i++ {
-		select {
-		case <-closed:
-			if i >= atLeast {
-				goto done
-			}
-		default:
-		}
+	publishUntil(closed, atLeast, func(i int) {
 		ps = append(ps, p.Publish(ctx, ops.Publish{RoutingKey: queue, Message: ops.Message{Body: []byte(strconv.Itoa(i))}}))
 		if i%10 == 9 {
 			time.Sleep(time.Millisecond) // spread the stream over the closes
 		}
-	}
-done:
-	wg.Wait()
-	for i, pr := range ps {
-		out, err := pr.Wait(ctx)
-		require.NoError(t, err, "publish %d", i)
-		require.True(t, out.Acked(), "publish %d: %v", i, out.Status)
-	}
+	})
+	wait()
+	requireAllAcked(t, ctx, ps)
 	total := len(ps)
 	cs, err := c.Consume(ops.Consume{Queue: queue, NoAck: true}).Wait(ctx)
 	require.NoError(t, err)
-	seen := make(map[int]int, total)
-	for len(seen) < total {
-		select {
-		case d := <-cs.Deliveries():
-			id, _ := strconv.Atoi(string(d.Body))
-			seen[id]++
-		case <-ctx.Done():
-			t.Fatalf("%d of %d messages in the queue", len(seen), total)
-		}
-	}
-	time.Sleep(200 * time.Millisecond) // duplicates still on their way
-	for drained := false; !drained; {
-		select {
-		case d := <-cs.Deliveries():
-			id, _ := strconv.Atoi(string(d.Body))
-			seen[id]++
-		default:
-			drained = true
-		}
-	}
-	dups := 0
-	for _, n := range seen {
-		dups += n - 1
-	}
+	seen := countDeliveries(t, ctx, cs, total, func(b []byte) int {
+		id, err := strconv.Atoi(string(b))
+		require.NoError(t, err, "a body that was never published")
+		return id
+	})
+	dups := duplicates(seen)
 	t.Logf("%d closes, %d messages confirmed, all in the queue; %d duplicates (bound %d)", closes, total, dups, closes*window)
 	require.LessOrEqual(t, dups, closes*window)
 }
