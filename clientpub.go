@@ -371,12 +371,22 @@ func (p *pool) publish(ctx context.Context, o *ops.Publish, prom *Promise[struct
 // channel ended under it, or parks it until the next connection. It never
 // waits.
 func (p *pool) sendPub(pub *clientPub) error {
-	err := p.sendVia(pub, func() (*Channel, *generation, error) { return p.channel(pub.op.slot) })
-	if err == errParked {
+	err := p.sendVia(pub, func() (*Channel, *generation, error) {
+		ch, g, err := p.channel(pub.op.slot)
+		if err == nil && p.waitsBehind(&pub.op, ch) {
+			return nil, g, errWaiting
+		}
+		return ch, g, err
+	})
+	if err == errParked || err == errWaiting {
 		return nil
 	}
 	return err
 }
+
+// errWaiting is sendPub's report that a publish waits for operations it
+// must not overtake (see pool.waitsBehind); it is sent from there.
+var errWaiting = errors.New("amqp: waiting for earlier operations on its entity")
 
 // errParked is sendVia's report that a publish waits for the next connection.
 var errParked = errors.New("amqp: parked until the next connection")
@@ -391,9 +401,7 @@ func (p *pool) sendVia(pub *clientPub, open func() (*Channel, *generation, error
 		if err == nil {
 			err = ch.pubs.send(ch, pub)
 			if err == nil {
-				p.mu.Lock()
-				pub.op.sent = true
-				p.mu.Unlock()
+				p.sentOn(&pub.op, ch)
 				return nil
 			}
 			if p.retryFresh(ch, pub.reissued) {

@@ -67,9 +67,17 @@ type pooledOp struct {
 
 	// Guarded by pool.mu.
 	sent    bool        // on its channel: later operations there queue behind it
+	ch      *Channel    // the channel it was last sent on
 	direct  bool        // ready when issued: its issuing goroutine sends it
 	waiting int         // operations this one waits for
-	after   []*pooledOp // operations waiting for this one
+	after   []*pooledOp // operations waiting for this one to finish
+	// afterSent are operations on its channel waiting only for it to be
+	// sent (or to finish): from then on channel order keeps them behind it.
+	afterSent []*pooledOp
+	// behind are unfinished operations on its entities that it relies on
+	// channel order to follow (see waitsBehind).
+	behind   [2]*pooledOp
+	finished bool
 }
 
 func newPool(c *Client, g *generation, n, unconfirmedLimit int) *pool {
@@ -105,7 +113,7 @@ func (p *pool) enlistLocked(op *pooledOp) bool {
 	default:
 		op.slot = p.slotLocked(op.keys[0])
 	}
-	for _, k := range op.keys {
+	for i, k := range op.keys {
 		if k == "" {
 			continue
 		}
@@ -113,10 +121,19 @@ func (p *pool) enlistLocked(op *pooledOp) bool {
 		// on this channel, where channel order suffices: sent already, or
 		// being sent by the goroutine that issued it (then op was issued
 		// concurrently with it, so either order is right). One that waits
-		// for another entity is sent later, from elsewhere: wait for it.
-		if prev := p.last[k]; prev != nil && (prev.slot != op.slot || (!prev.sent && !prev.direct)) {
+		// for another entity is sent later, from elsewhere: wait until it
+		// has been sent.
+		switch prev := p.last[k]; {
+		case prev == nil:
+		case prev.slot != op.slot:
 			prev.after = append(prev.after, op)
 			op.waiting++
+		case !prev.sent && !prev.direct:
+			// Waiting itself, on this channel: op goes out once it has.
+			prev.afterSent = append(prev.afterSent, op)
+			op.waiting++
+		case prev.sent:
+			op.behind[i] = prev
 		}
 		p.last[k] = op
 	}
@@ -170,6 +187,9 @@ func (p *pool) send(op *pooledOp) {
 	}
 	for {
 		ch, g, err := p.channel(op.slot)
+		if err == nil && p.waitsBehind(op, ch) {
+			return // sent once they have been
+		}
 		if err == nil {
 			// Counted so that publishes discarded with it are re-sent after
 			// it is re-issued (see pubTracker.requests).
@@ -183,9 +203,7 @@ func (p *pool) send(op *pooledOp) {
 			}
 		}
 		if err == nil {
-			p.mu.Lock()
-			op.sent = true
-			p.mu.Unlock()
+			p.sentOn(op, ch)
 			return
 		}
 		// The channel may have ended between lookup and call; take a fresh one.
@@ -239,21 +257,72 @@ func discarded(err error, tries int) bool {
 	return err != nil && errors.Is(err, ErrNotExecuted) && !isConnectionError(err) && tries < maxReissues
 }
 
+// waitsBehind reports whether op, about to go out on ch, must first wait
+// for operations it relied on channel order to follow: they went out on a
+// channel that has ended since and are not finished. A discarded one is
+// about to be re-issued from the reader, or re-sent as an isolation
+// suspect, and op would overtake it on the fresh channel (a publish would
+// reach an exchange before its declare). op then waits until they have
+// been sent again (or have finished), and is sent from there.
+func (p *pool) waitsBehind(op *pooledOp, ch *Channel) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, prev := range op.behind {
+		if prev != nil && !prev.finished && prev.ch != ch {
+			prev.afterSent = append(prev.afterSent, op)
+			op.waiting++
+		}
+	}
+	if op.waiting == 0 {
+		return false
+	}
+	op.direct = false // no longer being sent by its issuer: later ones wait for it
+	return true
+}
+
+// sentOn records that op went out on ch and sends the operations that
+// waited only for that, now behind it in channel order.
+func (p *pool) sentOn(op *pooledOp, ch *Channel) {
+	p.mu.Lock()
+	op.sent, op.ch = true, ch
+	ready := releaseLocked(op, op.afterSent)
+	op.afterSent = nil
+	p.mu.Unlock()
+	for _, next := range ready {
+		p.send(next)
+	}
+}
+
+// releaseLocked counts op off the waits of those, and returns the ones
+// now ready. Each remembers op as one it follows by channel order.
+func releaseLocked(op *pooledOp, those []*pooledOp) []*pooledOp {
+	var ready []*pooledOp
+	for _, next := range those {
+		for i, k := range next.keys {
+			if k != "" && (k == op.keys[0] || k == op.keys[1]) && !op.finished {
+				next.behind[i] = op
+			}
+		}
+		if next.waiting--; next.waiting == 0 {
+			ready = append(ready, next)
+		}
+	}
+	return ready
+}
+
 // finish settles op and releases the operations that waited for it.
 func (p *pool) finish(op *pooledOp, reply proto.Method, msg *ops.Message, ch *Channel, err error) {
 	p.mu.Lock()
+	op.finished = true
+	op.behind = [2]*pooledOp{} // keeps no chain of settled operations alive
 	for _, k := range op.keys {
 		if k != "" && p.last[k] == op {
 			delete(p.last, k)
 		}
 	}
-	var ready []*pooledOp
-	for _, next := range op.after {
-		if next.waiting--; next.waiting == 0 {
-			ready = append(ready, next)
-		}
-	}
-	op.after = nil
+	ready := releaseLocked(op, op.after)
+	ready = append(ready, releaseLocked(op, op.afterSent)...)
+	op.after, op.afterSent = nil, nil
 	p.mu.Unlock()
 	if op.pub != nil {
 		op.pub.prom.resolve(struct{}{}, err)

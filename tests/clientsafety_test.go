@@ -192,6 +192,39 @@ func TestClientPublishIsolatesUnnamedFailure(t *testing.T) {
 	t.Logf("40 publishes, 0 lost, %d duplicates", dups)
 }
 
+// TestClientPublishWaitsForIsolatedSuspects: publishes issued while the
+// ones in front of them on their queue are being re-sent one at a time
+// (suspects of a failure that named no exchange) go out after them, not
+// ahead on a fresh channel: the queue holds the messages in issue order.
+func TestClientPublishWaitsForIsolatedSuspects(t *testing.T) {
+	ctx := msgCtx(t)
+	c := msgDial(t, leveret.WithTopologyChannels(1))
+	q := msgQueue(t, c)
+	bad := c.Publish(ctx, ops.Publish{RoutingKey: q, Message: ops.Message{UserID: "not-the-user", Body: []byte("bad")}})
+	var good []*leveret.Promise[struct{}]
+	for i := range 30 {
+		good = append(good, c.Publish(ctx, ops.Publish{RoutingKey: q, Message: ops.Message{Body: []byte(fmt.Sprintf("m%d", i))}}))
+	}
+	_, err := bad.Wait(ctx)
+	require.ErrorIs(t, err, leveret.ErrPreconditionFailed)
+	// The suspects behind bad are now being re-sent, one per round trip.
+	late := c.Publish(ctx, ops.Publish{RoutingKey: q, Message: ops.Message{Body: []byte("late")}})
+	for i, p := range good {
+		msgOK(t, ctx, p, fmt.Sprintf("publish %d", i))
+	}
+	msgOK(t, ctx, late, "late")
+	msgWaitDepth(t, c, q, 31)
+	var got, want []string
+	for i := range 30 {
+		want = append(want, fmt.Sprintf("m%d", i))
+	}
+	want = append(want, "late")
+	for range want {
+		got = append(got, string(msgGet(t, c, q, true).Body))
+	}
+	require.Equal(t, want, got, "the queue holds the messages in issue order")
+}
+
 // TestClientPublishOutcomes: outcomes a caller can tell apart: a returned
 // mandatory publish fails with *ReturnedError (ErrNoRoute) and reaches no
 // handler; a publish the queue refuses fails with ErrNacked.
