@@ -61,9 +61,10 @@ type Channel struct {
 	// closed the channel (0 if none): what was sent before it was processed.
 	sent     uint64
 	failedAt uint64
-	// confirmMode is set once confirm.select is queued; tags then counts
-	// the publishes queued after it, in wire order: the broker's delivery
-	// tag of the last one.
+	// confirmMode is set once confirm.select is accepted; tags then counts
+	// the publishes accepted after it, in the channel's order (held ones
+	// included: they go out in that order or not at all): the broker's
+	// delivery tag of the last one.
 	confirmMode bool
 	tags        uint64
 	// channel.flow from the peer: while paused, publishes are held in
@@ -166,6 +167,9 @@ func (ch *Channel) Call(r *Request) error {
 	defer ch.mu.Unlock()
 	if err := ch.usableLocked(); err != nil {
 		return err
+	}
+	if _, ok := r.Method.(*proto.ConfirmSelect); ok {
+		ch.confirmMode = true // the publishes accepted from now on are numbered
 	}
 	if ch.barrier {
 		ch.held = append(ch.held, r)
@@ -289,6 +293,9 @@ func (ch *Channel) publish(m *proto.BasicPublish, msg *ops.Message, shared bool,
 		} else {
 			ch.flowHeld = append(ch.flowHeld, r)
 		}
+		if ch.confirmMode {
+			ch.tags++
+		}
 		return 0, queuedRefs{}, nil
 	}
 	q, err := ch.c.enqueuePublish(ch.ID, m, msg, shared, written)
@@ -302,11 +309,13 @@ func (ch *Channel) publish(m *proto.BasicPublish, msg *ops.Message, shared bool,
 	return ch.sent, q, nil
 }
 
-// PublishTags is, in confirm mode, the number of publishes queued since
-// confirm.select: the delivery tag the broker gives the last of them. It
-// counts at the point a publish joins the wire order, so once the channel
-// has ended it is final: no publish refused by the ended channel is
-// counted, and none that was queued is missed.
+// PublishTags is, in confirm mode, the number of publishes accepted since
+// confirm.select, queued or held behind a barrier or a flow pause: the
+// delivery tag the broker gives the last of them, if they all go out. It
+// counts under the channel's lock as each is accepted, so once the channel
+// has ended it is final: none refused by the ended channel is counted, none
+// accepted is missed, and a held one that never went out counts as sent
+// before the end (it will never be confirmed).
 func (ch *Channel) PublishTags() uint64 {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
@@ -410,14 +419,6 @@ func (ch *Channel) sendLocked(r *Request) error {
 	}
 	ch.sent++
 	r.seq = ch.sent
-	switch {
-	case publish && ch.confirmMode:
-		ch.tags++
-	case !publish:
-		if _, ok := r.Method.(*proto.ConfirmSelect); ok {
-			ch.confirmMode = true
-		}
-	}
 	if r.Done != nil {
 		ch.pending = append(ch.pending, r)
 	}

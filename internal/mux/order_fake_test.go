@@ -143,11 +143,12 @@ func TestFakeChannelFlowPausesPublishing(t *testing.T) {
 	require.Equal(t, "publish waited", <-got)
 }
 
-// TestFakePublishTagsCountInWireOrder: PublishTags counts the publishes
-// queued after confirm.select, at the point each joins the wire order: not
-// those before the select, not those still held behind a barrier until
-// they are released, and nothing after the connection has ended.
-func TestFakePublishTagsCountInWireOrder(t *testing.T) {
+// TestFakePublishTagsCountInChannelOrder: PublishTags counts the
+// publishes accepted after confirm.select, in the channel's order: not
+// those before the select, those held behind a barrier as they are
+// accepted (they go out in that order, or never), and nothing after the
+// connection has ended.
+func TestFakePublishTagsCountInChannelOrder(t *testing.T) {
 	release := make(chan struct{})
 	c := newConn(t, fakeserver.Options{}, mux.Config{}, func(s *fakeserver.Conn) {
 		ch := s.ExpectOpen(t)
@@ -187,10 +188,10 @@ func TestFakePublishTagsCountInWireOrder(t *testing.T) {
 	commit := call(t, ch, &mux.Request{Method: &proto.TxCommit{}, Barrier: true})
 	require.NoError(t, pub())
 	require.NoError(t, pub())
-	require.Equal(t, uint64(1), ch.PublishTags(), "held behind the barrier: not on the wire yet")
+	require.Equal(t, uint64(3), ch.PublishTags(), "held behind the barrier: counted in their order")
 	close(release)
 	require.NoError(t, await(t, commit).err)
-	require.Equal(t, uint64(3), ch.PublishTags(), "released with the commit-ok")
+	require.Equal(t, uint64(3), ch.PublishTags(), "released with the commit-ok: not counted again")
 	require.Eventually(t, func() bool { return ch.Err() != nil }, 10*time.Second, time.Millisecond)
 	require.Error(t, pub(), "the connection has ended")
 	require.Equal(t, uint64(3), ch.PublishTags(), "final once the channel has ended")
