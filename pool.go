@@ -77,6 +77,7 @@ type pooledOp struct {
 	// behind are unfinished operations on its entities that it relies on
 	// channel order to follow (see waitsBehind).
 	behind   [2]*pooledOp
+	behindCh [2]*Channel // behind[i].ch when recorded: the usual case, unchanged, needs no lock
 	finished bool
 }
 
@@ -133,7 +134,7 @@ func (p *pool) enlistLocked(op *pooledOp) bool {
 			prev.afterSent = append(prev.afterSent, op)
 			op.waiting++
 		case prev.sent:
-			op.behind[i] = prev
+			op.behind[i], op.behindCh[i] = prev, prev.ch
 		}
 		p.last[k] = op
 	}
@@ -265,6 +266,12 @@ func discarded(err error, tries int) bool {
 // reach an exchange before its declare). op then waits until they have
 // been sent again (or have finished), and is sent from there.
 func (p *pool) waitsBehind(op *pooledOp, ch *Channel) bool {
+	// Read without pool.mu: behind and behindCh are written under it
+	// before op is sent, by the goroutine that then sends it or hands it
+	// over (enlistLocked, releaseLocked), and only op's sender reads them.
+	if (op.behind[0] == nil || op.behindCh[0] == ch) && (op.behind[1] == nil || op.behindCh[1] == ch) {
+		return false // still the channel they went out on: channel order holds
+	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	for _, prev := range op.behind {
@@ -300,7 +307,7 @@ func releaseLocked(op *pooledOp, those []*pooledOp) []*pooledOp {
 	for _, next := range those {
 		for i, k := range next.keys {
 			if k != "" && (k == op.keys[0] || k == op.keys[1]) && !op.finished {
-				next.behind[i] = op
+				next.behind[i], next.behindCh[i] = op, op.ch
 			}
 		}
 		if next.waiting--; next.waiting == 0 {
@@ -314,7 +321,7 @@ func releaseLocked(op *pooledOp, those []*pooledOp) []*pooledOp {
 func (p *pool) finish(op *pooledOp, reply proto.Method, msg *ops.Message, ch *Channel, err error) {
 	p.mu.Lock()
 	op.finished = true
-	op.behind = [2]*pooledOp{} // keeps no chain of settled operations alive
+	op.behind, op.behindCh = [2]*pooledOp{}, [2]*Channel{} // keeps no chain of settled operations alive
 	for _, k := range op.keys {
 		if k != "" && p.last[k] == op {
 			delete(p.last, k)
