@@ -118,7 +118,9 @@ func TestPublishAndProcessSpansLinked(t *testing.T) {
 	require.Equal(t, pub.SpanContext().SpanID(), proc.Parent().SpanID())
 	require.Len(t, proc.Links(), 1)
 	require.Equal(t, pub.SpanContext().SpanID(), proc.Links()[0].SpanContext.SpanID())
-	require.True(t, pub.EndTime().Before(proc.EndTime()) || pub.EndTime().Equal(proc.EndTime()))
+	// No order between the two ends: a Client.Publish's OnPublishDone (which
+	// ends its span) is posted to the dispatcher after its promise settles,
+	// so under load it can run after the consumer has acked.
 
 	var handler sdktrace.ReadOnlySpan
 	for _, s := range f.spans.Ended() {
