@@ -69,28 +69,45 @@ func (c *Client) openChannel(g *generation, opened func(error)) (*Channel, error
 	return ch, nil
 }
 
-// open opens ch, made by newChannel, on g's connection.
+// open opens ch, made by newChannel, on g's connection. The link is in
+// place before mux can reach the channel: a refusal or the connection's end
+// may arrive on the reader while Open is still returning.
 func (c *Client) open(ch *Channel, g *generation, opened func(error)) error {
-	mc, err := g.conn.OpenChannel((*muxHandler)(ch), opened)
-	if err != nil {
-		return err
-	}
-	ch.cur.Store(&link{gen: g, mc: mc})
-	return nil
+	l := ch.newLink(g, 0)
+	ch.cur.Store(l)
+	return l.mc.Open(opened)
 }
 
 // link is one AMQP channel of a Channel: single-use, like its connection.
+// It is the mux.Handler of that AMQP channel, so what the reader reports
+// names the link it came on, whichever link the Channel runs on by then.
+// Its methods are for mux only: they are unexported through the type.
 type link struct {
+	ch   *Channel
 	gen  *generation
 	mc   *mux.Channel
 	base uint64 // confirm mode: publishes sent on earlier links (see OnReopen)
 }
 
+// newLink makes the link of a new, not yet open AMQP channel on g.
+func (ch *Channel) newLink(g *generation, base uint64) *link {
+	l := &link{ch: ch, gen: g, base: base}
+	l.mc = g.conn.NewChannel(l)
+	return l
+}
+
+func (l *link) Async(m proto.Method, msg *ops.Message) { l.ch.async(l, m, msg) }
+func (l *link) Closed(err error)                       { l.ch.closed(l, err) }
+
+// lost reports whether the link's connection has ended and the client
+// will replace it (not a channel error, not our own Close).
+func (l *link) lost() bool {
+	return l.gen.conn.Err() != nil && l.ch.c.pool.reconnects()
+}
+
 // connectionLost reports whether the channel's connection has ended and
 // the client will replace it (not a channel error, not our own Close).
-func (ch *Channel) connectionLost() bool {
-	return ch.generation().conn.Err() != nil && ch.c.pool.reconnects()
-}
+func (ch *Channel) connectionLost() bool { return ch.cur.Load().lost() }
 
 // mux is the AMQP channel the Channel runs on now.
 func (ch *Channel) mux() *mux.Channel { return ch.cur.Load().mc }
@@ -98,19 +115,10 @@ func (ch *Channel) mux() *mux.Channel { return ch.cur.Load().mc }
 // generation is the connection the Channel runs on now.
 func (ch *Channel) generation() *generation { return ch.cur.Load().gen }
 
-// muxHandler is how mux reaches a Channel: the same value under a type
-// whose methods only mux calls, so that they are not part of Channel's API
-// (a user calling Closed would corrupt the channel's state). Converting
-// the pointer costs nothing.
-type muxHandler Channel
-
-func (h *muxHandler) Async(m proto.Method, msg *ops.Message) { (*Channel)(h).async(m, msg) }
-func (h *muxHandler) Closed(err error)                       { (*Channel)(h).closed(err) }
-
-// async gets the channel's asynchronous methods (see mux.Handler). It runs
+// async gets the asynchronous methods of link l (see mux.Handler). It runs
 // on the reader goroutine, so it only hands work on: deliveries to consumer
 // buffers, returns and confirms to the client's dispatcher goroutine.
-func (ch *Channel) async(m proto.Method, msg *ops.Message) {
+func (ch *Channel) async(l *link, m proto.Method, msg *ops.Message) {
 	switch m := m.(type) {
 	case *proto.BasicDeliver:
 		ch.mu.Lock()
@@ -122,11 +130,11 @@ func (ch *Channel) async(m proto.Method, msg *ops.Message) {
 		if cs == nil {
 			// A delivery racing a cancel we already completed: give it back.
 			ch.c.cfg.logger.Warn("amqp: delivery for unknown consumer; rejecting with requeue", "consumer", m.ConsumerTag)
-			ch.mux().Call(&mux.Request{Method: &proto.BasicReject{DeliveryTag: m.DeliveryTag, Requeue: true}})
+			l.mc.Call(&mux.Request{Method: &proto.BasicReject{DeliveryTag: m.DeliveryTag, Requeue: true}})
 			return
 		}
 		cs.deliver(&Delivery{Message: *msg, ConsumerTag: m.ConsumerTag, DeliveryTag: m.DeliveryTag,
-			Redelivered: m.Redelivered, Exchange: m.Exchange, RoutingKey: m.RoutingKey, ch: ch, on: ch.cur.Load()})
+			Redelivered: m.Redelivered, Exchange: m.Exchange, RoutingKey: m.RoutingKey, ch: ch, on: l})
 	case *proto.BasicCancel:
 		ch.mu.Lock()
 		cs := ch.consumers[m.ConsumerTag]
@@ -160,20 +168,21 @@ func (ch *Channel) async(m proto.Method, msg *ops.Message) {
 			ch.pubs.confirmed(m.DeliveryTag, m.Multiple, true)
 			return
 		}
-		ch.confirmed(Confirmation{Ack: true, DeliveryTag: ch.cur.Load().base + m.DeliveryTag, Multiple: m.Multiple})
+		ch.confirmed(l, Confirmation{Ack: true, DeliveryTag: l.base + m.DeliveryTag, Multiple: m.Multiple})
 	case *proto.BasicNack:
 		if ch.pubs != nil {
 			ch.pubs.confirmed(m.DeliveryTag, m.Multiple, false)
 			return
 		}
-		ch.confirmed(Confirmation{DeliveryTag: ch.cur.Load().base + m.DeliveryTag, Multiple: m.Multiple})
+		ch.confirmed(l, Confirmation{DeliveryTag: l.base + m.DeliveryTag, Multiple: m.Multiple})
 	}
 }
 
-// closed is told that the channel ended (see mux.Handler); it runs on the
-// reader goroutine.
-func (ch *Channel) closed(err error) {
-	if ch.recovers && ch.connectionLost() {
+// closed is told that link l ended (see mux.Handler); it runs on the
+// reader goroutine. l may not be the Channel's link yet: a re-open the
+// broker refuses ends the Channel with the refusal.
+func (ch *Channel) closed(l *link, err error) {
+	if ch.recovers && l.lost() {
 		ch.suspend(err) // re-opened on the next connection (reopen)
 		return
 	}

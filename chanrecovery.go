@@ -119,8 +119,16 @@ func (ch *Channel) live(ctx context.Context) (*mux.Channel, error) {
 // It runs on the supervisor. It returns the consumers' answers and an
 // error if the channel could not be re-opened.
 func (ch *Channel) reopen(g *generation) ([]*Promise[struct{}], error) {
-	mc, err := g.conn.OpenChannel((*muxHandler)(ch), nil)
-	if err != nil {
+	// The old link's AMQP channel has ended with its connection, so its
+	// count of publishes is final: a publish still returning from it is
+	// counted, one it refused is not (a count kept up here, after Publish
+	// returns, could miss a publish that was written just before the drop
+	// and shift every later confirmation onto the wrong message).
+	old := ch.cur.Load()
+	lastTag := old.base + old.mc.PublishTags()
+	l := ch.newLink(g, lastTag)
+	mc := l.mc
+	if err := mc.Open(nil); err != nil {
 		if !connLost(err) {
 			ch.end(err)
 		}
@@ -170,14 +178,7 @@ func (ch *Channel) reopen(g *generation) ([]*Promise[struct{}], error) {
 			done(err)
 		}
 	}
-	// The old link's AMQP channel has ended with its connection, so its
-	// count of publishes is final: a publish still returning from it is
-	// counted, one it refused is not (a count kept up here, after Publish
-	// returns, could miss a publish that was written just before the drop
-	// and shift every later confirmation onto the wrong message).
-	old := ch.cur.Load()
-	lastTag := old.base + old.mc.PublishTags()
-	ch.cur.Store(&link{gen: g, mc: mc, base: lastTag})
+	ch.cur.Store(l)
 	lost, fn := ch.lost, ch.onReopen
 	if mc.Err() != nil {
 		// g dropped already, and the new link's end found the old link in

@@ -168,24 +168,42 @@ func (c *Client) startPump(cs *Consumer) {
 // Channel opens an explicit channel and waits, until ctx ends, for the
 // broker to confirm it. Operations on it run in issue order; if the broker
 // closes it, operations issued behind the failing one fail with
-// ErrNotExecuted wrapping the cause, and Err reports the cause.
+// ErrNotExecuted wrapping the cause, and Err reports the cause. While the
+// client reconnects, Channel waits for the next connection, and an open
+// that the connection's drop interrupted is tried again there; a refusal
+// by the broker (a *ChannelError or *ConnectionError it sent) is returned.
 func (c *Client) Channel(ctx context.Context) (*Channel, error) {
-	g, err := c.pool.waitLive(ctx)
-	if err != nil {
-		return nil, err
+	for {
+		g, err := c.pool.waitLive(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ch, err := c.channelOn(ctx, g)
+		if err == nil || ctx.Err() != nil || !connLost(err) || !c.pool.reconnects() || g.conn.Err() == nil {
+			return ch, err
+		}
+		// g dropped during the open: the next connection gets it.
 	}
+}
+
+// channelOn opens an explicit channel on g and waits for channel.open-ok.
+func (c *Client) channelOn(ctx context.Context, g *generation) (*Channel, error) {
 	opened := newPromise[struct{}]()
 	ch := newChannel(c)
 	ch.recovers = c.policy != nil
+	if ch.recovers {
+		// Registered before the open: a drop right after open-ok suspends
+		// it, and the next connection must re-open it.
+		c.pool.addChannel(ch)
+	}
 	if err := c.open(ch, g, func(err error) { opened.resolve(struct{}{}, err) }); err != nil {
+		ch.end(err)
 		return nil, err
 	}
 	if _, err := opened.Wait(ctx); err != nil {
 		ch.mux().Close(func(error) {}) // nobody will use it: do not leak the number
+		ch.end(err)                    // nor re-open it
 		return nil, err
-	}
-	if ch.recovers {
-		c.pool.addChannel(ch)
 	}
 	return ch, nil
 }

@@ -226,9 +226,9 @@ func (ch *Channel) OnClose(fn func(error)) {
 
 // confirmed hands a confirmation to the confirm hooks and the OnConfirm
 // handler. It runs on the reader goroutine.
-func (ch *Channel) confirmed(cf Confirmation) {
+func (ch *Channel) confirmed(l *link, cf Confirmation) {
 	if h := ch.c.hooks; h != nil && len(h.confirm) > 0 {
-		n := ch.confirmCount.settle(cf, ch.cur.Load().base)
+		n := ch.confirmCount.settle(cf, l.base)
 		ch.c.dispatch.postBatched(func() {
 			for _, x := range h.confirm {
 				x.OnConfirm(ch, cf, n)

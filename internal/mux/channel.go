@@ -54,8 +54,13 @@ type Channel struct {
 	pending []*Request // awaiting replies, oldest first; nil where one was matched early
 	held    []*Request // sends waiting behind a barrier
 	barrier bool       // a barrier request is pending
-	closing bool       // channel.close sent by us
-	err     error      // why the channel ended; nil while open
+	closing bool       // channel.close issued by us
+	// closeSent: our channel.close is on the wire and its close-ok has not
+	// arrived. If the broker's close crosses it, the number stays taken
+	// until that close-ok (the broker sends it), so that it cannot land on
+	// a new channel with the same number.
+	closeSent bool
+	err       error // why the channel ended; nil while open
 	// sent counts the requests and publishes queued on the channel, in wire
 	// order; failedAt is the count of the request the broker blamed when it
 	// closed the channel (0 if none): what was sent before it was processed.
@@ -94,27 +99,49 @@ type nopHandler struct{}
 func (nopHandler) Async(proto.Method, *ops.Message) {}
 func (nopHandler) Closed(error)                     {}
 
-// OpenChannel allocates a channel number and queues channel.open without
-// waiting for channel.open-ok: operations issued on the channel at once are
-// pipelined behind it. opened, if set, gets the outcome of the open.
+// OpenChannel is NewChannel followed by Open.
 func (c *Conn) OpenChannel(h Handler, opened func(error)) (*Channel, error) {
+	ch := c.NewChannel(h)
+	if err := ch.Open(opened); err != nil {
+		return nil, err
+	}
+	return ch, nil
+}
+
+// NewChannel makes a channel with handler h that is not open yet: it has
+// no number and the reader cannot reach it, so nothing is called on h
+// until Open. An owner links the channel to its own state first, so that
+// no frame the peer sends and no end of the connection can reach a
+// channel its owner has not finished setting up.
+func (c *Conn) NewChannel(h Handler) *Channel {
 	if h == nil {
 		h = nopHandler{}
 	}
+	return &Channel{c: c, h: h}
+}
+
+// Open allocates a channel number, registers the channel with the reader
+// and queues channel.open without waiting for channel.open-ok: operations
+// issued on the channel at once are pipelined behind it. opened, if set,
+// gets the outcome of the open. From the moment Open is called the handler
+// may be called, on the reader, before Open returns. An error means
+// nothing was sent; a Channel is opened at most once.
+func (ch *Channel) Open(opened func(error)) error {
+	c := ch.c
 	if c.closing.Load() {
-		return nil, c.closedErr()
+		return c.closedErr()
 	}
 	c.cmu.Lock()
 	if c.chansDead {
 		c.cmu.Unlock()
-		return nil, c.closedErr()
+		return c.closedErr()
 	}
 	id, ok := c.allocIDLocked()
 	if !ok {
 		c.cmu.Unlock()
-		return nil, c.cfg.Errors.ChannelLimit
+		return c.cfg.Errors.ChannelLimit
 	}
-	ch := &Channel{ID: id, c: c, h: h}
+	ch.ID = id
 	c.chans[id] = ch
 	c.cmu.Unlock()
 	err := ch.Call(&Request{Method: &proto.ChannelOpen{}, Done: func(_ proto.Method, _ *ops.Message, err error) {
@@ -124,9 +151,9 @@ func (c *Conn) OpenChannel(h Handler, opened func(error)) (*Channel, error) {
 	}})
 	if err != nil {
 		c.release(ch)
-		return nil, err
+		return err
 	}
-	return ch, nil
+	return nil
 }
 
 // allocIDLocked picks the next free number after the last one handed out,
@@ -419,6 +446,9 @@ func (ch *Channel) sendLocked(r *Request) error {
 	}
 	ch.sent++
 	r.seq = ch.sent
+	if _, ok := r.Method.(*proto.ChannelClose); ok {
+		ch.closeSent = true
+	}
 	if r.Done != nil {
 		ch.pending = append(ch.pending, r)
 	}

@@ -31,14 +31,27 @@ func (ch *Channel) handleMethod(m proto.Method) error {
 				break
 			}
 		}
+		// Our own channel.close crossed this one: the broker answers it
+		// with close-ok, and the number is free only after that arrives.
+		keep := ch.closeSent
 		ch.mu.Unlock()
-		ch.c.release(ch)
+		if !keep {
+			ch.c.release(ch)
+		}
 		if ended {
 			ch.finish(err, &failed, nil, pending, held)
 		}
 		return nil
 	case *proto.ChannelCloseOk:
 		ch.mu.Lock()
+		if ch.err != nil && ch.closeSent {
+			// The answer to our close that crossed the broker's: the
+			// channel ended at the broker's close; now its number is free.
+			ch.closeSent = false
+			ch.mu.Unlock()
+			ch.c.release(ch)
+			return nil
+		}
 		r := ch.takeMatchLocked(m)
 		var pending, held []*Request
 		ended := false

@@ -499,3 +499,49 @@ func TestFakeWriteToPeerThatStopsReading(t *testing.T) {
 		require.LessOrEqual(t, elapsed, 2*time.Second)
 	})
 }
+
+// TestFakeCrossingCloseHoldsNumber: when the broker's channel.close
+// crosses ours, the channel's number stays taken until the broker's
+// close-ok for ours arrives (RabbitMQ sends it after answering ours with
+// its close): reused earlier, that close-ok would land on the new channel
+// and end the connection (503 unexpected channel.close-ok).
+func TestFakeCrossingCloseHoldsNumber(t *testing.T) {
+	proceed := make(chan struct{})
+	blocked := make(chan bool, 1)
+	c := newConn(t, fakeserver.Options{}, mux.Config{ChannelMax: 1, OnBlocked: func(b bool, _ string) { blocked <- b }},
+		func(s *fakeserver.Conn) {
+			ch := s.ExpectOpen(t)
+			s.Expect(t, proto.ChannelCloseID) // ours
+			s.Send(ch, &proto.ChannelClose{ReplyCode: 406, ReplyText: "PRECONDITION_FAILED", ClassID: 50, MethodID: 10})
+			s.Expect(t, proto.ChannelCloseOkID) // the client's answer to the broker's close
+			select {
+			case <-proceed:
+			case <-s.Done():
+				return
+			}
+			s.Send(ch, &proto.ChannelCloseOk{}) // the broker's answer to ours
+			s.Send(0, &proto.ConnectionBlocked{Reason: "marker"})
+			again := s.ExpectOpen(t)
+			require.Equal(t, ch, again)
+			s.Serve()
+		})
+	ch := openChannel(t, c)
+	closed := make(chan error, 1)
+	require.NoError(t, ch.Close(func(err error) { closed <- err }))
+	var me *mux.Error
+	require.ErrorAs(t, <-closed, &me)
+	require.Equal(t, proto.PreconditionFailed, me.Code)
+
+	_, err := c.OpenChannel(nil, nil)
+	close(proceed)
+	require.ErrorIs(t, err, mux.ErrChannelLimit, "channel 1 is reused before the broker answered its close")
+	select {
+	case <-blocked: // the reader has handled the close-ok in front of it
+	case <-time.After(10 * time.Second):
+		t.Fatal("connection.blocked not seen")
+	}
+	require.NoError(t, c.Err())
+	again := openChannel(t, c)
+	require.Equal(t, uint16(1), again.ID)
+	require.NoError(t, c.Err())
+}
