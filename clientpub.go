@@ -67,6 +67,7 @@ type clientPub struct {
 	m        proto.BasicPublish
 	msg      ops.Message // private copy: re-sent if the broker discards it
 	buf      *[]byte     // msg.Body's pooled buffer, if it has one (see bodybuf.go)
+	hold     bodyHold    // with buf: writes of the body in flight, a confirmation waiting for them
 	cost     int
 	prom     *Promise[struct{}]
 	ret      *ops.Return // basic.return received; the ack that follows settles it
@@ -136,9 +137,18 @@ func (t *pubTracker) send(ch *Channel, pub *clientPub) error {
 		pub.msg.Headers[tagHeader] = int64(tag)
 	}
 	// pub.msg is the publish's private copy and never changes: its body can
-	// be written from where it is rather than copied again.
-	sent, err := ch.mux().PublishShared(&pub.m, &pub.msg)
+	// be written from where it is rather than copied again. A pooled body
+	// goes back only once this write, too, is done (see bodyHold).
+	var written func(error)
+	if pub.buf != nil {
+		pub.hold.writing()
+		written = pub.bodyWritten
+	}
+	sent, err := ch.mux().PublishShared(&pub.m, &pub.msg, written)
 	if err != nil {
+		if written != nil {
+			pub.hold.notWritten()
+		}
 		return err
 	}
 	pub.sent = sent
@@ -264,8 +274,19 @@ func (t *pubTracker) end() (unconfirmed []*clientPub, requests bool) {
 }
 
 // confirmed settles the publish from the broker's basic.ack or basic.nack.
-// The broker has read all of it, so its body's buffer can be reused.
+// A pooled body may still be being written (a peer that confirms what it
+// has not read): then the last write settles it (bodyWritten).
 func (pub *clientPub) confirmed(ack bool) {
+	if pub.buf != nil && pub.hold.confirmWaits(ack) {
+		return
+	}
+	pub.settleConfirmed(ack)
+}
+
+// settleConfirmed settles the publish from a confirmation once nothing
+// writes its body any more: the broker has read all of it, so its body's
+// buffer can be reused.
+func (pub *clientPub) settleConfirmed(ack bool) {
 	var err error
 	switch {
 	case !ack:

@@ -41,6 +41,10 @@ type Conn struct {
 
 	wmu sync.Mutex // serialises writes
 
+	// While paused is open (PauseReading), the reader reads nothing more.
+	pmu    sync.Mutex
+	paused chan struct{}
+
 	mu     sync.Mutex
 	closed bool
 	quit   chan struct{} // closed by Close
@@ -132,6 +136,17 @@ func (c *Conn) recordHandshake(f func(*Handshake)) {
 func (c *Conn) readLoop() {
 	defer c.wg.Done()
 	for {
+		c.pmu.Lock()
+		paused := c.paused
+		c.pmu.Unlock()
+		if paused != nil {
+			select {
+			case <-paused:
+			case <-c.quit:
+				c.stopReading(net.ErrClosed)
+				return
+			}
+		}
 		f, err := c.fr.ReadFrame()
 		if err != nil {
 			c.stopReading(err)
@@ -147,6 +162,28 @@ func (c *Conn) readLoop() {
 		c.qmu.Unlock()
 		c.signal()
 	}
+}
+
+// PauseReading stops the reader before its next frame, so that the
+// client's writes back up in the socket as they do against a broker that
+// stops reading. Frames already read stay queued for ReadFrame. A frame
+// the reader is in the middle of is still read whole.
+func (c *Conn) PauseReading() {
+	c.pmu.Lock()
+	if c.paused == nil {
+		c.paused = make(chan struct{})
+	}
+	c.pmu.Unlock()
+}
+
+// ResumeReading undoes PauseReading.
+func (c *Conn) ResumeReading() {
+	c.pmu.Lock()
+	if c.paused != nil {
+		close(c.paused)
+		c.paused = nil
+	}
+	c.pmu.Unlock()
 }
 
 func (c *Conn) stopReading(err error) {

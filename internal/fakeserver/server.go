@@ -53,6 +53,10 @@ type Options struct {
 	// returned, for tests that make many connections and measure the
 	// client's memory (each Conn keeps its read buffer).
 	ForgetEnded bool
+	// ReadBuffer, if set, is the socket receive buffer of each accepted
+	// connection (SO_RCVBUF), for tests that need the client's writes to
+	// back up quickly once the server stops reading (Conn.PauseReading).
+	ReadBuffer int
 	// ReadTimeout bounds each ReadMethod, ReadFrame and handshake step, so
 	// a script waiting for something the client never sends fails rather
 	// than hangs; it also bounds writes. Default 10 s.
@@ -183,6 +187,9 @@ func (s *Server) acceptLoop() {
 // serve registers nc and starts the goroutine that runs its handshake and
 // script, unless the server is closed.
 func (s *Server) serve(nc net.Conn, handshake bool) {
+	if tc, ok := nc.(*net.TCPConn); ok && s.opts.ReadBuffer > 0 {
+		tc.SetReadBuffer(s.opts.ReadBuffer)
+	}
 	c := newConn(nc, s.opts)
 	s.mu.Lock()
 	if s.closed {

@@ -295,9 +295,10 @@ func (ch *Channel) PublishNow(m *proto.BasicPublish, msg *ops.Message) (uint64, 
 // (a private copy kept until it is confirmed): large body frames are
 // written from msg.Body itself instead of being copied into the output
 // queue. The queue holds msg.Body until the frames are written or the
-// connection ends.
-func (ch *Channel) PublishShared(m *proto.BasicPublish, msg *ops.Message) (uint64, error) {
-	sent, _, err := ch.publish(m, msg, true, nil)
+// connection ends; written, if set, is called (on the writer) once nothing
+// reads msg.Body any more: the frames were written, or never will be.
+func (ch *Channel) PublishShared(m *proto.BasicPublish, msg *ops.Message, written func(error)) (uint64, error) {
+	sent, _, err := ch.publish(m, msg, true, written)
 	return sent, err
 }
 
