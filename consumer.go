@@ -282,7 +282,8 @@ func (cs *Consumer) deliver(d *Delivery) {
 		return
 	}
 	cs.overflow = append(cs.overflow, d)
-	cs.ovBytes += deliveryCost(d)
+	d.cost = deliveryCost(d)
+	cs.ovBytes += d.cost
 	start := !cs.pumping.Load()
 	cs.pumping.Store(true)
 	var wait chan struct{}
@@ -320,8 +321,9 @@ func (cs *Consumer) deliver(d *Delivery) {
 const memoryWait = time.Second
 
 // deliveryCost is what a waiting delivery is counted as against the
-// consumer's memory limit: its body and about the rest of its size.
-func deliveryCost(d *Delivery) int { return len(d.Body) + 300 }
+// consumer's memory limit: its body, its headers as decoded (which can be
+// many times their size on the wire) and about the rest of its size.
+func deliveryCost(d *Delivery) int { return len(d.Body) + 300 + proto.TableMemory(d.Headers) }
 
 // overflowed handles a delivery past WithConsumerOverflowLimit: given back
 // (or, NoAck, dropped), and the consumer cancelled.
@@ -357,7 +359,7 @@ func (cs *Consumer) pump(stop <-chan struct{}) {
 		d := cs.overflow[0]
 		cs.overflow[0] = nil
 		cs.overflow = cs.overflow[1:]
-		if cs.ovBytes -= deliveryCost(d); cs.ovBytes <= cs.c.cfg.consumerMemory/2 {
+		if cs.ovBytes -= d.cost; cs.ovBytes <= cs.c.cfg.consumerMemory/2 {
 			cs.wakeReaderLocked()
 		}
 		cs.ovMu.Unlock()

@@ -37,6 +37,7 @@ type Delivery struct {
 
 	ch   *Channel
 	on   *link           // the AMQP channel it arrived on: its tag means nothing on another
+	cost int             // while in a consumer's overflow queue: what it counts against the memory limit
 	hctx context.Context // made by a DeliveryHook; nil without one
 }
 

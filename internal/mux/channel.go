@@ -91,9 +91,6 @@ type assembly struct {
 	header bool
 }
 
-// maxBodyPrealloc caps what a content header alone can make us allocate.
-const maxBodyPrealloc = 8 << 20
-
 type nopHandler struct{}
 
 func (nopHandler) Async(proto.Method, *ops.Message) {}

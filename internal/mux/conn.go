@@ -66,11 +66,14 @@ type Conn struct {
 	// wbatch counts the batches taken from the queue (written, or dropped
 	// when the connection ended): a reference queued in batch wbatch is
 	// still in wrefs, untouched by the writer.
-	wbatch      uint64
-	vectored    bool          // nc takes vectored writes (TCP): large publishes write through (see writeThrough)
-	wiov        net.Buffers   // writer only: the I/O vector of a batch with references
-	wflat       []byte        // writer only: such a batch copied flat, where there is no writev
-	werr        error         // set once nothing more can be written
+	wbatch   uint64
+	vectored bool        // nc takes vectored writes (TCP): large publishes write through (see writeThrough)
+	wiov     net.Buffers // writer only: the I/O vector of a batch with references
+	wflat    []byte      // writer only: such a batch copied flat, where there is no writev
+	werr     error       // set once nothing more can be written
+	// queued mirrors len(wbuf)+wrefBytes (written under wmu), so that the
+	// reader can check the backlog per frame without taking wmu.
+	queued      atomic.Int64
 	blocked     bool          // connection.blocked in force: publishes wait
 	roomWaiters bool          // someone waits on room
 	room        chan struct{} // closed and replaced when the writer drains or unblocks
@@ -87,6 +90,9 @@ type Conn struct {
 	// silence then is ours, not the peer's, and does not count towards the
 	// heartbeat timeout.
 	readerHeld atomic.Bool
+
+	// Reader only: bytes reserved for bodies being assembled (reserveBody).
+	bodyReserved int
 
 	// Channel table.
 	cmu       sync.Mutex

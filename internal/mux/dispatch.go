@@ -110,7 +110,7 @@ func (ch *Channel) handleContent(typ uint8, payload []byte) error {
 		}
 		a.size, a.header = size, true
 		if size > 0 {
-			a.msg.Body = make([]byte, 0, min(size, maxBodyPrealloc))
+			ch.c.reserveBody(a, 0)
 		}
 	} else {
 		if !a.header {
@@ -119,12 +119,16 @@ func (ch *Channel) handleContent(typ uint8, payload []byte) error {
 		if uint64(len(a.msg.Body))+uint64(len(payload)) > a.size {
 			return ch.c.violation(proto.FrameError, "body on channel %d longer than its header said", ch.ID)
 		}
+		if len(a.msg.Body)+len(payload) > cap(a.msg.Body) {
+			ch.c.reserveBody(a, len(payload))
+		}
 		a.msg.Body = append(a.msg.Body, payload...)
 	}
 	if !a.header || uint64(len(a.msg.Body)) < a.size {
 		return nil
 	}
 	m := a.m
+	ch.c.bodyReserved -= cap(a.msg.Body) // the body is the receiver's from here
 	defer func() {
 		ch.lastProps = a.msg
 		ch.lastProps.Body, ch.lastProps.Headers = nil, nil
@@ -279,4 +283,37 @@ func (ch *Channel) finish(err error, failed *proto.MethodID, first func(), pendi
 			r.fail(ch.c.notExecuted(err))
 		}
 	}
+}
+
+// Memory for a body being assembled is reserved ahead of its bytes only
+// within a per-connection budget: a content header is a few octets, and
+// reserving what it announces on every channel would let a peer make us
+// hold gigabytes it never sends (2,047 channels × 8 MiB). Past the budget
+// a body grows as its bytes arrive, doubling, so it never holds more than
+// twice what was received.
+const (
+	maxBodyPrealloc   = 8 << 20  // the most one header reserves ahead
+	bodyReserveBudget = 16 << 20 // reserved ahead across the connection's channels
+	minBodyGrowth     = 4 << 10  // the first allocation of a body grown from nothing
+)
+
+// reserveBody makes room in a's body for next more bytes (0 at the
+// header): all of the announced size while the connection's budget allows
+// (one allocation, as before), else by doubling. It runs on the reader,
+// which alone touches bodyReserved.
+func (c *Conn) reserveBody(a *assembly, next int) {
+	have, size := cap(a.msg.Body), a.size
+	var want uint64
+	switch all := min(size, maxBodyPrealloc); {
+	case have == 0 && c.bodyReserved+int(all) <= bodyReserveBudget:
+		want = all // one allocation, the usual case
+	case next == 0:
+		return // a header past the budget: nothing until its bytes come
+	default:
+		want = min(size, uint64(max(2*have, len(a.msg.Body)+next, minBodyGrowth)))
+	}
+	body := make([]byte, len(a.msg.Body), want)
+	copy(body, a.msg.Body)
+	c.bodyReserved += cap(body) - have
+	a.msg.Body = body
 }

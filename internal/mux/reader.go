@@ -78,7 +78,32 @@ func (c *Conn) readFrames() error {
 		default:
 			return c.violation(proto.FrameError, "unknown frame type %d", f.Type)
 		}
+		if c.queued.Load() > c.backlogLimit() {
+			if err := c.waitBacklog(); err != nil {
+				return err
+			}
+		}
 	}
+}
+
+// maxReaderBacklog is how far past WriteLimit the output queue may grow
+// before the reader stops reading. Much of what the peer sends obliges an
+// answer the reader queues (flow-ok, cancel-ok, close-ok, a reject for a
+// delivery nobody consumes): a peer that stops reading and keeps sending
+// would otherwise fill the queue without bound.
+const maxReaderBacklog = 1 << 20
+
+func (c *Conn) backlogLimit() int64 { return int64(c.cfg.WriteLimit) + maxReaderBacklog }
+
+// waitBacklog holds the reader until the writer has drained the output
+// queue below backlogLimit, or the connection ends. The peer's writes then
+// back up in its socket (TCP backpressure), as ours do in it. The silence
+// is ours, so the heartbeat check does not count it against the peer;
+// a peer that has stopped reading for good fails the writer's deadline.
+func (c *Conn) waitBacklog() error {
+	c.readerHeld.Store(true)
+	defer c.readerHeld.Store(false)
+	return c.waitRoom(func() bool { return int64(len(c.wbuf)+c.wrefBytes) <= c.backlogLimit() }, c.dead, func() error { return c.deadErr })
 }
 
 // decodeChannelMethod decodes a method frame for ch. basic.deliver, the

@@ -42,6 +42,7 @@ func (c *Conn) enqueue(encode func([]byte) ([]byte, error), written func(error))
 	for _, r := range c.wrefs[refs:] {
 		c.wrefBytes += len(r.Chunk)
 	}
+	c.queued.Store(int64(len(c.wbuf) + c.wrefBytes))
 	if written != nil {
 		c.wcbs = append(c.wcbs, written)
 	}
@@ -125,13 +126,20 @@ func (c *Conn) WaitPublishRoom(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
+	return c.waitRoom(func() bool { return len(c.wbuf)+c.wrefBytes < c.cfg.WriteLimit && !c.blocked }, ctx.Done(), ctx.Err)
+}
+
+// waitRoom waits until ready, checked under wmu, holds (each time the
+// writer drains or the blocked state changes), the connection can write no
+// more (its error), or stop is closed (stopErr's).
+func (c *Conn) waitRoom(ready func() bool, stop <-chan struct{}, stopErr func() error) error {
 	for {
 		c.wmu.Lock()
 		if c.werr != nil {
 			c.wmu.Unlock()
 			return c.closedErr()
 		}
-		if len(c.wbuf)+c.wrefBytes < c.cfg.WriteLimit && !c.blocked {
+		if ready() {
 			c.wmu.Unlock()
 			return nil
 		}
@@ -140,8 +148,8 @@ func (c *Conn) WaitPublishRoom(ctx context.Context) error {
 		c.wmu.Unlock()
 		select {
 		case <-room:
-		case <-ctx.Done():
-			return ctx.Err()
+		case <-stop:
+			return stopErr()
 		}
 	}
 }
@@ -228,6 +236,7 @@ func (c *Conn) flush() (int, error) {
 		return 0, nil
 	}
 	c.wbuf, c.wcbs, c.wrefs, c.wrefBytes = c.wspare[:0], c.wspareCbs[:0], c.wspareRefs[:0], 0
+	c.queued.Store(0)
 	c.wbatch++
 	c.ackEnd = 0 // the ack it marks is about to be written
 	c.wmu.Unlock()
@@ -311,6 +320,7 @@ func (c *Conn) failWriteCallbacks() {
 	cbs := c.wcbs
 	c.wcbs, c.wbuf, c.ackEnd = nil, nil, 0
 	c.wrefs, c.wrefBytes = nil, 0
+	c.queued.Store(0)
 	c.wbatch++
 	c.wakeRoomLocked()
 	c.wmu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -247,4 +248,48 @@ func TestTableErrorsAreTyped(t *testing.T) {
 	_, err := AppendTable(nil, ops.Table{"x": t})
 	require.True(t, errors.Is(err, ErrInvalidValue))
 	require.True(t, strings.HasPrefix(err.Error(), "amqp: "), err.Error())
+}
+
+// TestDecodeArrayMemory (issue 27, point 6): a 128 KiB frame's worth of
+// empty tables in an array decodes to far more than its wire size.
+// TableMemory counts at least what the decoded table holds, and decoding
+// allocates little more than that (the array is sized once, not grown).
+func TestDecodeArrayMemory(t *testing.T) {
+	arr := make([]any, 0, 25_000)
+	for range cap(arr) {
+		arr = append(arr, ops.Table{})
+	}
+	enc, err := AppendTable(nil, ops.Table{"a": arr, "s": "text", "n": int64(7)})
+	require.NoError(t, err)
+	require.Less(t, len(enc), 128<<10)
+
+	var before, decoded, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	got, _, err := DecodeTable(enc)
+	runtime.ReadMemStats(&decoded)
+	require.NoError(t, err)
+	runtime.GC()
+	runtime.ReadMemStats(&after)
+	live := int64(after.HeapAlloc) - int64(before.HeapAlloc)
+	allocated := decoded.TotalAlloc - before.TotalAlloc
+	estimate := TableMemory(got)
+	t.Logf("wire %d bytes; live %d KiB; allocated %d KiB; TableMemory %d KiB", len(enc), live>>10, allocated>>10, estimate>>10)
+	require.Len(t, got["a"], len(arr))
+	require.GreaterOrEqual(t, int64(estimate), live, "TableMemory covers what the table holds")
+	require.Less(t, allocated, uint64(estimate)*5/4, "decoding allocates about what it keeps")
+	runtime.KeepAlive(got)
+}
+
+// TestCountValues: countValues sizes every field type and stops at one it
+// cannot size.
+func TestCountValues(t *testing.T) {
+	vals := []any{nil, true, int8(1), uint8(2), int16(3), uint16(4), int32(5), uint32(6), int64(7), float32(8), float64(9),
+		ops.Decimal{Scale: 1, Value: 10}, "s", []byte("x"), time.Unix(11, 0), ops.Table{"k": "v"}, []any{int64(1)}}
+	enc, err := AppendTable(nil, ops.Table{"a": vals})
+	require.NoError(t, err)
+	body := enc[4+1+1+1+4:] // table length, key length, "a", 'A', array length
+	require.Equal(t, len(vals), countValues(body))
+	require.Equal(t, 2, countValues([]byte{'t', 1, 'V', 'Z', 0}), "stops at an unknown type")
+	require.Equal(t, 1, countValues([]byte{'V', 'S', 0, 0, 0, 9, 'a'}), "stops at a truncated value")
 }
