@@ -124,13 +124,13 @@ func handshake(ctx context.Context, nc net.Conn, fr *proto.FrameReader, u uri, c
 	if _, err := nc.Write(proto.ProtocolHeader); err != nil {
 		return t, fmt.Errorf("amqp: dial %s: %w", u, writeFailure(nc, err))
 	}
-	m, err := readMethod(fr)
+	m, err := readMethod(nc, fr)
 	if err != nil {
 		return t, fmt.Errorf("amqp: dial %s: reading connection.start: %w", u, err)
 	}
 	start, ok := m.(*proto.ConnectionStart)
 	if !ok {
-		return t, fmt.Errorf("amqp: dial %s: expected connection.start, got %v", u, m.ID())
+		return t, handshakeViolation(nc, proto.CommandInvalid, fmt.Sprintf("expected connection.start, got %v", m.ID()))
 	}
 	t.server = start.ServerProperties
 	user, password := u.Username, u.Password
@@ -148,7 +148,7 @@ func handshake(ctx context.Context, nc net.Conn, fr *proto.FrameReader, u uri, c
 		return t, fmt.Errorf("amqp: dial %s: %w", u, err)
 	}
 
-	m, err = readMethod(fr)
+	m, err = readMethod(nc, fr)
 	if err != nil {
 		if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
 			// Brokers without authentication_failure_close just hang up.
@@ -158,7 +158,7 @@ func handshake(ctx context.Context, nc net.Conn, fr *proto.FrameReader, u uri, c
 	}
 	tune, ok := m.(*proto.ConnectionTune)
 	if !ok {
-		return t, handshakeRefusal(nc, u, m)
+		return t, handshakeRefusal(nc, m)
 	}
 	if tune.FrameMax != 0 && tune.FrameMax < proto.FrameMinSize {
 		// Below the spec's minimum nothing can be relied on to fit.
@@ -180,12 +180,12 @@ func handshake(ctx context.Context, nc net.Conn, fr *proto.FrameReader, u uri, c
 	if err := writeMethod(nc, &proto.ConnectionOpen{VirtualHost: u.Vhost}); err != nil {
 		return t, fmt.Errorf("amqp: dial %s: %w", u, err)
 	}
-	m, err = readMethod(fr)
+	m, err = readMethod(nc, fr)
 	if err != nil {
 		return t, fmt.Errorf("amqp: dial %s: opening vhost: %w", u, err)
 	}
 	if _, ok := m.(*proto.ConnectionOpenOk); !ok {
-		return t, handshakeRefusal(nc, u, m)
+		return t, handshakeRefusal(nc, m)
 	}
 	return t, nil
 }
@@ -217,17 +217,29 @@ func negotiate(client, server uint32) uint32 {
 }
 
 // handshakeRefusal answers a connection.close received during the
-// handshake and turns it into a *ConnectionError.
-func handshakeRefusal(nc net.Conn, u uri, m proto.Method) error {
+// handshake and turns it into a *ConnectionError. Any other method is a
+// step this client cannot follow (connection.secure: leveret's mechanisms
+// take no challenge).
+func handshakeRefusal(nc net.Conn, m proto.Method) error {
 	cl, ok := m.(*proto.ConnectionClose)
 	if !ok {
-		return fmt.Errorf("amqp: dial %s: unexpected %v during handshake", u, m.ID())
+		return handshakeViolation(nc, proto.CommandInvalid, fmt.Sprintf("unexpected %v during the handshake", m.ID()))
 	}
 	writeMethod(nc, &proto.ConnectionCloseOk{})
 	return &ConnectionError{Code: ReplyCode(cl.ReplyCode), Text: cl.ReplyText, ClassID: cl.ClassID, MethodID: cl.MethodID}
 }
 
-func readMethod(fr *proto.FrameReader) (proto.Method, error) {
+// handshakeViolation tells a peer that broke the handshake why this side
+// gives up (connection.close with code) and returns the error for it, a
+// *ConnectionError with that code: a peer that does not follow the protocol
+// will not on the next attempt either, so it is not retried (worthRetrying).
+func handshakeViolation(nc net.Conn, code proto.ReplyCode, text string) error {
+	nc.SetWriteDeadline(time.Now().Add(time.Second))
+	writeMethod(nc, &proto.ConnectionClose{ReplyCode: uint16(code), ReplyText: text})
+	return &ConnectionError{Code: ReplyCode(code), Text: "protocol violation by the server: " + text}
+}
+
+func readMethod(nc net.Conn, fr *proto.FrameReader) (proto.Method, error) {
 	for {
 		f, err := fr.ReadFrame()
 		if err != nil {
@@ -237,7 +249,7 @@ func readMethod(fr *proto.FrameReader) (proto.Method, error) {
 		case f.Type == proto.FrameHeartbeat:
 			continue
 		case f.Type != proto.FrameMethod || f.Channel != 0:
-			return nil, fmt.Errorf("unexpected frame type %d on channel %d during handshake", f.Type, f.Channel)
+			return nil, handshakeViolation(nc, proto.UnexpectedFrame, fmt.Sprintf("unexpected frame type %d on channel %d during the handshake", f.Type, f.Channel))
 		}
 		return proto.DecodeMethod(f.Payload)
 	}

@@ -109,8 +109,9 @@ func WithConnectionName(name string) Option {
 }
 
 // WithHeartbeat asks for a heartbeat interval (default 10 s; 0 disables
-// heartbeats). The broker may lower it. A broker silent for two intervals
-// ends the connection with ErrHeartbeatTimeout.
+// heartbeats). The broker may lower it. A broker from which no octet
+// arrives for two intervals ends the connection with ErrHeartbeatTimeout;
+// a large frame still arriving counts as the broker talking.
 func WithHeartbeat(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.heartbeat, c.heartbeatSet = d, true })
 }
@@ -232,8 +233,9 @@ func WithMaxMessageSize(n uint64) Option {
 
 // WithConsumerMemoryLimit bounds the memory of deliveries waiting for a
 // consumer beyond its buffer (default 64 MiB per consumer; each counts its
-// body plus 300 bytes). Deliveries that do not fit in the buffer (possible
-// only with NoAck or without a prefetch limit) wait in memory until the
+// body, its headers as decoded and 300 bytes). Deliveries that do not fit
+// in the buffer (possible only with NoAck or without a prefetch limit)
+// wait in memory until the
 // consumer reads them, so nothing is lost; past this limit the client reads
 // the connection at most one frame a second until the consumer has read half
 // of what waits: the broker keeps the rest (TCP backpressure), and the

@@ -53,6 +53,10 @@ type Options struct {
 	// returned, for tests that make many connections and measure the
 	// client's memory (each Conn keeps its read buffer).
 	ForgetEnded bool
+	// AfterStartOk, if set, is sent instead of connection.tune after
+	// connection.start-ok (connection.secure, say: a step the client may
+	// not follow). The script still runs, on that connection.
+	AfterStartOk proto.Method
 	// ReadBuffer, if set, is the socket receive buffer of each accepted
 	// connection (SO_RCVBUF), for tests that need the client's writes to
 	// back up quickly once the server stops reading (Conn.PauseReading).
@@ -264,6 +268,8 @@ func (c *Conn) handshake() error {
 	switch {
 	case o.HangUpAfterStartOk:
 		return errHungUp
+	case o.AfterStartOk != nil:
+		return c.Send(0, o.AfterStartOk)
 	case o.RejectAuth:
 		return c.Send(0, &proto.ConnectionClose{ReplyCode: uint16(proto.AccessRefused),
 			ReplyText: "ACCESS_REFUSED - Login was refused using authentication mechanism PLAIN"})

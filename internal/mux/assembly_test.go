@@ -21,7 +21,7 @@ func (b *bodyCatcher) Closed(error)                           {}
 // frame bytes, as the reader would.
 func feedContent(t *testing.T, ch *Channel, body []byte, frame int) {
 	t.Helper()
-	require.NoError(t, ch.handleMethod(&proto.BasicDeliver{ConsumerTag: "c", DeliveryTag: 1}))
+	require.NoError(t, ch.handleMethod(&proto.BasicDeliver{ConsumerTag: "c", DeliveryTag: ch.lastDeliveryTag + 1}))
 	hdr, err := proto.AppendContentHeader(nil, ch.ID, proto.ClassBasic, uint64(len(body)), &ops.Message{})
 	require.NoError(t, err)
 	require.NoError(t, ch.handleContent(proto.FrameHeader, hdr[7:len(hdr)-1]))

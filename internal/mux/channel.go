@@ -79,9 +79,10 @@ type Channel struct {
 	flowResume chan struct{}
 
 	// Reader goroutine only.
-	asm       assembly           // content being assembled
-	deliver   proto.BasicDeliver // reused for every basic.deliver
-	lastProps ops.Message        // previous content's string properties, for reuse
+	asm             assembly           // content being assembled
+	lastDeliveryTag uint64             // of the last basic.deliver or basic.get-ok
+	deliver         proto.BasicDeliver // reused for every basic.deliver
+	lastProps       ops.Message        // previous content's string properties, for reuse
 }
 
 type assembly struct {

@@ -85,7 +85,6 @@ type Conn struct {
 	ackStart, ackEnd int
 	ackChan          uint16
 	ackTag           uint64
-	readActivity     atomic.Bool // set by the reader on every frame, cleared by the writer's heartbeat tick
 	// readerHeld is set while a handler holds the reader (HoldReader):
 	// silence then is ours, not the peer's, and does not count towards the
 	// heartbeat timeout.

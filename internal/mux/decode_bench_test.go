@@ -1,6 +1,7 @@
 package mux
 
 import (
+	"encoding/binary"
 	"testing"
 
 	"github.com/leveret-mq/leveret/internal/proto"
@@ -24,8 +25,14 @@ func BenchmarkDeliveryDecode(b *testing.B) {
 	payload := func(frame []byte) []byte { return frame[7 : len(frame)-1] }
 	h := &countingHandler{}
 	ch := &Channel{ID: 1, c: &Conn{cfg: Config{MaxMessageSize: DefaultMaxMessageSize}}, h: h}
+	// The delivery tag, after the method id and the consumer tag: the
+	// reader refuses a tag that does not increase.
+	tagAt := 4 + 1 + len("ctag-1")
+	tag := uint64(0)
 	b.ReportAllocs()
 	for b.Loop() {
+		tag++
+		binary.BigEndian.PutUint64(payload(deliver)[tagAt:], tag)
 		m, err := decodeChannelMethod(ch, payload(deliver))
 		if err != nil {
 			b.Fatal(err)

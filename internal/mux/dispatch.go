@@ -12,6 +12,9 @@ func (ch *Channel) handleMethod(m proto.Method) error {
 		return ch.c.violation(proto.UnexpectedFrame, "%v on channel %d while content of %v was expected", m.ID(), ch.ID, ch.asm.m.ID())
 	}
 	if m.ID().HasContent() {
+		if err := ch.checkDeliveryTag(m); err != nil {
+			return err
+		}
 		ch.asm = assembly{m: m}
 		return nil
 	}
@@ -87,6 +90,30 @@ func (ch *Channel) handleMethod(m proto.Method) error {
 		return nil
 	}
 	return ch.reply(m, nil)
+}
+
+// checkDeliveryTag refuses a basic.deliver or basic.get-ok whose delivery
+// tag does not follow the channel's last one. The broker numbers a
+// channel's deliveries 1, 2, 3... (RabbitMQ keeps one counter per channel
+// for both), and acks depend on that order: "multiple" acknowledges every
+// tag up to the one given, and the outstanding tags are kept sorted. A
+// repeated or smaller tag could make an ack settle the wrong delivery, so
+// it is a protocol violation, not something to cope with.
+func (ch *Channel) checkDeliveryTag(m proto.Method) error {
+	var tag uint64
+	switch m := m.(type) {
+	case *proto.BasicDeliver:
+		tag = m.DeliveryTag
+	case *proto.BasicGetOk:
+		tag = m.DeliveryTag
+	default:
+		return nil
+	}
+	if tag <= ch.lastDeliveryTag {
+		return ch.c.violation(proto.CommandInvalid, "delivery tag %d on channel %d does not increase (the last was %d)", tag, ch.ID, ch.lastDeliveryTag)
+	}
+	ch.lastDeliveryTag = tag
+	return nil
 }
 
 // handleContent adds a header or body frame to the content being assembled

@@ -36,7 +36,6 @@ func (c *Conn) readFrames() error {
 		if err != nil {
 			return c.readError(err)
 		}
-		c.readActivity.Store(true)
 		switch f.Type {
 		case proto.FrameHeartbeat:
 			if f.Channel != 0 {

@@ -195,12 +195,16 @@ func (c *Conn) writeLoop() {
 		c.moveWriteDeadline(2 * hb)
 	}
 	silentTicks, idleTicks := 0, 0
+	// Liveness counts octets read, not frames: a large frame arriving
+	// slowly is the peer talking (AMQP 0-9-1, 4.2.7).
+	heard := c.fr.Octets()
 	for {
 		select {
 		case <-c.wake:
 		case <-tick:
 			c.moveWriteDeadline(2 * hb)
-			if c.readActivity.Swap(false) || c.readerHeld.Load() {
+			if octets := c.fr.Octets(); octets != heard || c.readerHeld.Load() {
+				heard = octets
 				silentTicks = 0 // heard from the peer, or not listening: held by a handler
 			} else if silentTicks++; silentTicks >= 7 {
 				c.fail(c.faultError(Fault{Hard: true, Local: true, Text: "peer silent for two heartbeat intervals", Cause: c.cfg.Errors.Heartbeat}))

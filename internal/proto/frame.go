@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync/atomic"
 )
 
 // Frame types and sizes.
@@ -47,7 +48,8 @@ type Frame struct {
 // reusing one payload buffer. It is not safe for concurrent use.
 type FrameReader struct {
 	r       *bufio.Reader
-	max     uint32 // largest frame accepted, overhead included
+	counted *octetCounter // under r: counts what the socket gave
+	max     uint32        // largest frame accepted, overhead included
 	hdr     [headerSize]byte
 	payload []byte // reused; holds payload and frame-end octet
 }
@@ -59,7 +61,29 @@ func (r *FrameReader) Buffered() int { return r.r.Buffered() }
 // NewFrameReader returns a FrameReader that accepts frames of up to 128 KiB
 // (RabbitMQ's default frame_max) until SetMaxFrameSize says otherwise.
 func NewFrameReader(r io.Reader) *FrameReader {
-	return &FrameReader{r: bufio.NewReaderSize(r, readBufferSize), max: defaultMaxFrame}
+	counted := &octetCounter{r: r}
+	return &FrameReader{r: bufio.NewReaderSize(counted, readBufferSize), counted: counted, max: defaultMaxFrame}
+}
+
+// Octets is the number of octets read from the underlying reader so far,
+// whole frames or not. Safe to call from any goroutine: a heartbeat check
+// counts the peer alive while any octet arrives (AMQP 0-9-1, 4.2.7), even
+// in the middle of a large frame on a slow link.
+func (fr *FrameReader) Octets() uint64 { return fr.counted.n.Load() }
+
+// octetCounter counts the octets its reader returns: one atomic add per
+// read of the socket, not per frame.
+type octetCounter struct {
+	r io.Reader
+	n atomic.Uint64
+}
+
+func (c *octetCounter) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	if n > 0 {
+		c.n.Add(uint64(n))
+	}
+	return n, err
 }
 
 // SetMaxFrameSize sets the largest frame accepted, overhead included, as
