@@ -67,7 +67,7 @@ type clientPub struct {
 	m        proto.BasicPublish
 	msg      ops.Message // private copy: re-sent if the broker discards it
 	buf      *[]byte     // msg.Body's pooled buffer, if it has one (see bodybuf.go)
-	hold     bodyHold    // with buf: writes of the body in flight, a confirmation waiting for them
+	hold     *bodyHold   // with buf: writes of the body in flight, a confirmation waiting for them
 	cost     int
 	prom     *Promise[struct{}]
 	ret      *ops.Return // basic.return received; the ack that follows settles it
@@ -89,6 +89,9 @@ func newClientPub(o *ops.Publish, prom *Promise[struct{}]) *clientPub {
 		prom: prom,
 	}
 	pub.msg.Body, pub.buf = copyBody(o.Message.Body)
+	if pub.buf != nil {
+		pub.hold = new(bodyHold)
+	}
 	pub.cost = cap(pub.msg.Body) + pubCostOverhead // the memory held, not the body's length
 	if o.Mandatory || o.Message.Headers != nil {
 		pub.msg.Headers = maps.Clone(o.Message.Headers)

@@ -71,9 +71,11 @@ type Conn struct {
 	wiov     net.Buffers // writer only: the I/O vector of a batch with references
 	wflat    []byte      // writer only: such a batch copied flat, where there is no writev
 	werr     error       // set once nothing more can be written
-	// queued mirrors len(wbuf)+wrefBytes (written under wmu), so that the
-	// reader can check the backlog per frame without taking wmu.
-	queued      atomic.Int64
+	// backedUp is set (under wmu) once len(wbuf)+wrefBytes passes
+	// backlogLimit and cleared when the writer takes the queue, so that
+	// the reader can check the backlog per frame without taking wmu, and
+	// an enqueue under the limit pays a comparison, not an atomic store.
+	backedUp    atomic.Bool
 	blocked     bool          // connection.blocked in force: publishes wait
 	roomWaiters bool          // someone waits on room
 	room        chan struct{} // closed and replaced when the writer drains or unblocks

@@ -77,7 +77,7 @@ func (c *Conn) readFrames() error {
 		default:
 			return c.violation(proto.FrameError, "unknown frame type %d", f.Type)
 		}
-		if c.queued.Load() > c.backlogLimit() {
+		if c.backedUp.Load() {
 			if err := c.waitBacklog(); err != nil {
 				return err
 			}
@@ -102,7 +102,7 @@ func (c *Conn) backlogLimit() int64 { return int64(c.cfg.WriteLimit) + maxReader
 func (c *Conn) waitBacklog() error {
 	c.readerHeld.Store(true)
 	defer c.readerHeld.Store(false)
-	return c.waitRoom(func() bool { return int64(len(c.wbuf)+c.wrefBytes) <= c.backlogLimit() }, c.dead, func() error { return c.deadErr })
+	return c.waitRoom(nil)
 }
 
 // decodeChannelMethod decodes a method frame for ch. basic.deliver, the

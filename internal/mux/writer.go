@@ -42,7 +42,9 @@ func (c *Conn) enqueue(encode func([]byte) ([]byte, error), written func(error))
 	for _, r := range c.wrefs[refs:] {
 		c.wrefBytes += len(r.Chunk)
 	}
-	c.queued.Store(int64(len(c.wbuf) + c.wrefBytes))
+	if int64(len(c.wbuf)+c.wrefBytes) > c.backlogLimit() && !c.backedUp.Load() {
+		c.backedUp.Store(true)
+	}
 	if written != nil {
 		c.wcbs = append(c.wcbs, written)
 	}
@@ -126,30 +128,41 @@ func (c *Conn) WaitPublishRoom(ctx context.Context) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	return c.waitRoom(func() bool { return len(c.wbuf)+c.wrefBytes < c.cfg.WriteLimit && !c.blocked }, ctx.Done(), ctx.Err)
+	return c.waitRoom(ctx)
 }
 
-// waitRoom waits until ready, checked under wmu, holds (each time the
-// writer drains or the blocked state changes), the connection can write no
-// more (its error), or stop is closed (stopErr's).
-func (c *Conn) waitRoom(ready func() bool, stop <-chan struct{}, stopErr func() error) error {
+// waitRoom waits until there is room, each time the writer drains or the
+// blocked state changes: with a ctx, room to publish (under WriteLimit and
+// not blocked), honouring ctx; with a nil ctx (the reader, waitBacklog),
+// a queue back under backlogLimit, or the connection's end. It returns the
+// connection's error once nothing more can be written.
+func (c *Conn) waitRoom(ctx context.Context) error {
 	for {
 		c.wmu.Lock()
 		if c.werr != nil {
 			c.wmu.Unlock()
 			return c.closedErr()
 		}
-		if ready() {
+		queued := len(c.wbuf) + c.wrefBytes
+		if (ctx != nil && queued < c.cfg.WriteLimit && !c.blocked) || (ctx == nil && int64(queued) <= c.backlogLimit()) {
 			c.wmu.Unlock()
 			return nil
 		}
 		c.roomWaiters = true
 		room := c.room
 		c.wmu.Unlock()
+		if ctx == nil {
+			select {
+			case <-room:
+			case <-c.dead:
+				return c.deadErr
+			}
+			continue
+		}
 		select {
 		case <-room:
-		case <-stop:
-			return stopErr()
+		case <-ctx.Done():
+			return ctx.Err()
 		}
 	}
 }
@@ -240,7 +253,9 @@ func (c *Conn) flush() (int, error) {
 		return 0, nil
 	}
 	c.wbuf, c.wcbs, c.wrefs, c.wrefBytes = c.wspare[:0], c.wspareCbs[:0], c.wspareRefs[:0], 0
-	c.queued.Store(0)
+	if c.backedUp.Load() {
+		c.backedUp.Store(false)
+	}
 	c.wbatch++
 	c.ackEnd = 0 // the ack it marks is about to be written
 	c.wmu.Unlock()
@@ -324,7 +339,7 @@ func (c *Conn) failWriteCallbacks() {
 	cbs := c.wcbs
 	c.wcbs, c.wbuf, c.ackEnd = nil, nil, 0
 	c.wrefs, c.wrefBytes = nil, 0
-	c.queued.Store(0)
+	c.backedUp.Store(false)
 	c.wbatch++
 	c.wakeRoomLocked()
 	c.wmu.Unlock()

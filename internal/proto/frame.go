@@ -59,9 +59,15 @@ type FrameReader struct {
 func (r *FrameReader) Buffered() int { return r.r.Buffered() }
 
 // NewFrameReader returns a FrameReader that accepts frames of up to 128 KiB
-// (RabbitMQ's default frame_max) until SetMaxFrameSize says otherwise.
+// (RabbitMQ's default frame_max) until SetMaxFrameSize says otherwise. A
+// *bufio.Reader of at least 64 KiB is used as it is (its Buffered then
+// tells the caller when a read batch is used up); Octets then counts the
+// octets of whole frames only.
 func NewFrameReader(r io.Reader) *FrameReader {
-	counted := &octetCounter{r: r}
+	if br, ok := r.(*bufio.Reader); ok && br.Size() >= readBufferSize {
+		return &FrameReader{r: br, counted: &octetCounter{}, max: defaultMaxFrame}
+	}
+	counted := &octetCounter{r: r, perRead: true}
 	return &FrameReader{r: bufio.NewReaderSize(counted, readBufferSize), counted: counted, max: defaultMaxFrame}
 }
 
@@ -74,8 +80,9 @@ func (fr *FrameReader) Octets() uint64 { return fr.counted.n.Load() }
 // octetCounter counts the octets its reader returns: one atomic add per
 // read of the socket, not per frame.
 type octetCounter struct {
-	r io.Reader
-	n atomic.Uint64
+	r       io.Reader
+	n       atomic.Uint64
+	perRead bool // counts in Read; else ReadFrame counts whole frames
 }
 
 func (c *octetCounter) Read(p []byte) (int, error) {
@@ -126,6 +133,9 @@ func (fr *FrameReader) ReadFrame() (Frame, error) {
 	}
 	if end := buf[size]; end != FrameEnd {
 		return Frame{}, fmt.Errorf("%w: frame-end octet 0x%02x, want 0xce", ErrMalformed, end)
+	}
+	if !fr.counted.perRead {
+		fr.counted.n.Add(uint64(size) + FrameOverhead)
 	}
 	return Frame{Type: typ, Channel: binary.BigEndian.Uint16(fr.hdr[1:]), Payload: buf[:size]}, nil
 }
