@@ -165,17 +165,25 @@ func (ch *Channel) reopen(g *generation) ([]*Promise[struct{}], error) {
 		if o.Prefetch > 0 {
 			call(&proto.BasicQos{PrefetchCount: o.Prefetch}, ignore)
 		}
-		done := func(err error) {
-			if err != nil {
-				cs.end(err)
-			}
-			answer.resolve(struct{}{}, err)
-		}
-		// Tag: consume-ok is matched by consumer tag.
+		// Tag: consume-ok is matched by consumer tag. A refusal by the
+		// broker ends the consumer; a restart the connection's drop cut
+		// short does not: the channel is suspended with its consumers, and
+		// the next connection restarts them. (Done runs on the reader,
+		// without ch.mu.)
 		if err := mc.Call(&mux.Request{Method: &proto.BasicConsume{Queue: o.Queue, ConsumerTag: cs.tag, NoLocal: o.NoLocal,
 			NoAck: o.NoAck, Exclusive: o.Exclusive, Arguments: o.Args}, Tag: cs.tag,
-			Done: func(_ proto.Method, _ *ops.Message, err error) { done(err) }}); err != nil {
-			done(err)
+			Done: func(_ proto.Method, _ *ops.Message, err error) {
+				if err != nil && !connLost(err) {
+					cs.end(err)
+				}
+				answer.resolve(struct{}{}, err)
+			}}); err != nil {
+			// The new link has ended already (its end, on the reader,
+			// suspends or ends the channel and so its consumers): nothing
+			// more can go out on it. Ending cs here, under ch.mu, would
+			// deadlock (Consumer.end takes ch.mu).
+			answer.resolve(struct{}{}, err)
+			break
 		}
 	}
 	ch.cur.Store(l)

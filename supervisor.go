@@ -71,6 +71,9 @@ func (c *Client) supervise() {
 		c.pool.ready(ng)
 		c.recoverConsumers(ng, rep)
 		c.recoverChannels(ng, rep)
+		if ng.conn.Err() != nil {
+			continue // lost while restarting consumers: not recovered; what is left waits for the next
+		}
 		c.policy.Reset()
 		c.emit(Event{Kind: EventRecovered, Recovery: rep})
 	}
