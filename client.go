@@ -179,10 +179,17 @@ func (c *Client) Channel(ctx context.Context) (*Channel, error) {
 			return nil, err
 		}
 		ch, err := c.channelOn(ctx, g)
-		if err == nil || ctx.Err() != nil || !connLost(err) || !c.pool.reconnects() || g.conn.Err() == nil {
+		if err == nil || ctx.Err() != nil || !connLost(err) || !c.pool.reconnects() {
 			return ch, err
 		}
-		// g dropped during the open: the next connection gets it.
+		// g dropped during the open (its end may still be under way: a
+		// send can fail a moment before Dead is closed): the next
+		// connection gets it.
+		select {
+		case <-g.conn.Dead():
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
 	}
 }
 

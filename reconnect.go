@@ -20,9 +20,15 @@ import (
 // one goroutine at a time.
 //
 // The same policy paces reconnecting after a drop: the supervisor waits
-// Next's delay before each round (also the first), and calls Reset once
-// the new connection is recovered. When Next gives up, the client ends
-// with the last attempts' errors.
+// Next's delay before each round. Only the loss of a connection that
+// served calls Reset, and its first round is dialled at once: one that
+// stayed up for a second after its recovery, or that the broker closed
+// with 320 CONNECTION_FORCED after it (rabbitmqctl close_connection, a
+// node shutting down). A connection lost during or right after its
+// recovery (a declaration the broker refuses by closing the connection,
+// say) backs off further, so a broker's refusal cannot become a reconnect
+// storm. When Next gives up, the client ends with the last attempts'
+// errors.
 type ReconnectPolicy interface {
 	// Next returns the delay before the next round, or false to give up.
 	Next() (delay time.Duration, ok bool)
@@ -180,13 +186,18 @@ func dialRounds(ctx context.Context, eps []endpoint, policy ReconnectPolicy) (di
 }
 
 // dialRound tries each endpoint once, in order, calling attempt (if set)
-// before each. It returns the first connection made; else round holds each
-// endpoint's error, or is nil when a failure was not worth retrying or ctx
-// ended (err says which).
-func dialRound(ctx context.Context, eps []endpoint, attempt func(i int)) (d dialed, round []error, err error) {
+// before each with the error of the endpoint tried before it in this round
+// (nil for the first). It returns the first connection made; else round
+// holds each endpoint's error, or is nil when a failure was not worth
+// retrying or ctx ended (err says which).
+func dialRound(ctx context.Context, eps []endpoint, attempt func(i int, prev error)) (d dialed, round []error, err error) {
 	for i, ep := range eps {
 		if attempt != nil {
-			attempt(i)
+			var prev error
+			if i > 0 {
+				prev = round[i-1]
+			}
+			attempt(i, prev)
 		}
 		d, err := dialEndpoint(ctx, ep.u, ep.cfg)
 		if err == nil {

@@ -72,7 +72,7 @@ func (k EventKind) String() string {
 // WithEventHandler.
 type Event struct {
 	Kind     EventKind
-	Err      error         // EventDisconnected, EventClosed: the cause
+	Err      error         // EventDisconnected, EventClosed: the cause; EventReconnecting: why the attempt before it failed
 	Attempt  int           // EventReconnecting: the round, from 1
 	Delay    time.Duration // EventReconnecting: waited before this round
 	Endpoint string        // EventConnected, EventReconnecting: the URL, without its password

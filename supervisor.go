@@ -36,6 +36,7 @@ func (c *Client) newGeneration(d dialed, num uint64) *generation {
 // is the only goroutine that dials after Dial.
 func (c *Client) supervise() {
 	defer c.sup.Done()
+	upSince := time.Now() // of the current connection, once recovered
 	for {
 		g := c.gen.Load()
 		// Join its reader and writer once it ends: then every channel of g
@@ -51,7 +52,16 @@ func (c *Client) supervise() {
 		}
 		c.pool.offline(g)
 		c.emit(Event{Kind: EventDisconnected, Err: cause})
-		ng, err := c.redial(g.num + 1)
+		// Only a connection that served starts the policy over, and is
+		// redialled at once: one that died during or right after its
+		// recovery (a declaration the broker refuses by closing the
+		// connection, a broker that accepts and drops) backs off further.
+		stable := servedWell(upSince, cause)
+		if stable {
+			c.policy.Reset()
+		}
+		upSince = time.Time{}
+		ng, err := c.redial(g.num+1, stable, cause)
 		if err != nil {
 			if !c.isClosing() {
 				c.finish(err)
@@ -74,32 +84,65 @@ func (c *Client) supervise() {
 		if ng.conn.Err() != nil {
 			continue // lost while restarting consumers: not recovered; what is left waits for the next
 		}
-		c.policy.Reset()
+		upSince = time.Now()
 		c.emit(Event{Kind: EventRecovered, Recovery: rep})
 	}
 }
 
-// redial waits the policy's delay and tries the endpoints in order, round
-// after round, until one connects. It returns an error when Close ends it,
-// the policy gives up or a failure is not worth retrying.
-func (c *Client) redial(num uint64) (*generation, error) {
-	var last error
+// stableAfter is how long a connection must have served, after its
+// recovery, for its loss to start the reconnect policy over. A connection
+// the broker closes during or right after recovery (a replayed
+// declaration it refuses) is lost within milliseconds; one that served
+// this long costs at most one immediate redial per stableAfter, within the
+// bound of two dials a second.
+const stableAfter = time.Second
+
+// servedWell reports whether a connection recovered at upSince (zero if
+// it never was) and lost with cause served: it stayed up stableAfter, or
+// the broker closed it with 320 CONNECTION_FORCED after its recovery (an
+// operator's close_connection or a node going down: nothing this client
+// did, so no reason to slow its return).
+func servedWell(upSince time.Time, cause error) bool {
+	if upSince.IsZero() {
+		return false
+	}
+	return time.Since(upSince) >= stableAfter || errors.Is(cause, ErrConnectionForced)
+}
+
+// redial tries the endpoints in order, round after round, until one
+// connects: at once for the first round after a stable connection, else
+// after the policy's delay. It returns an error when Close ends it, the
+// policy gives up or a failure is not worth retrying. cause is why the
+// last connection ended: the error EventReconnecting carries for the
+// first attempt; later ones carry the attempt before them.
+func (c *Client) redial(num uint64, immediate bool, cause error) (*generation, error) {
+	last := cause
 	for attempt := 1; ; attempt++ {
-		delay, ok := c.policy.Next()
-		if !ok {
-			return nil, fmt.Errorf("amqp: reconnect: the reconnect policy gave up: %w", last)
+		var delay time.Duration
+		if !immediate || attempt > 1 {
+			d, ok := c.policy.Next()
+			if !ok {
+				return nil, fmt.Errorf("amqp: reconnect: the reconnect policy gave up: %w", last)
+			}
+			delay = d
+			if err := sleepCtx(c.supCtx, delay); err != nil {
+				return nil, err
+			}
 		}
-		if err := sleepCtx(c.supCtx, delay); err != nil {
-			return nil, err
-		}
-		d, round, err := dialRound(c.supCtx, c.eps, func(i int) {
-			c.emit(Event{Kind: EventReconnecting, Attempt: attempt, Delay: delay, Endpoint: c.eps[i].u.String()})
+		d, round, err := dialRound(c.supCtx, c.eps, func(i int, prev error) {
+			if prev == nil {
+				prev = last
+			}
+			c.emit(Event{Kind: EventReconnecting, Attempt: attempt, Delay: delay, Endpoint: c.eps[i].u.String(), Err: prev})
 		})
 		if err == nil {
 			return c.newGeneration(d, num), nil
 		}
 		if round == nil {
 			return nil, fmt.Errorf("amqp: reconnect: %w", err)
+		}
+		for i, err := range round {
+			c.cfg.logger.Warn("amqp: reconnect attempt failed", "attempt", attempt, "endpoint", c.eps[i].u.String(), "error", err)
 		}
 		last = joinRound(round)
 	}
