@@ -65,6 +65,10 @@ type Client struct {
 	finishOnce sync.Once
 	closeOnce  sync.Once
 	closeErr   error
+	// refusedReplays are recorded declarations the broker closed the
+	// connection over during a replay (refusals.go), for the next
+	// EventRecovered. Supervisor only.
+	refusedReplays []error
 }
 
 func newClient(eps []endpoint, policy ReconnectPolicy, d dialed) *Client {

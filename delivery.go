@@ -204,13 +204,23 @@ func (ch *Channel) Qos(o ops.Qos) *Promise[struct{}] {
 	if o.PrefetchCount > 0 {
 		ch.prefetch = max(ch.prefetch, int(o.PrefetchCount))
 	}
-	q := o
-	if o.Global {
-		ch.qos[1] = &q // re-applied when the channel is re-opened
-	} else {
-		ch.qos[0] = &q
-	}
 	ch.mu.Unlock()
 	return issue(ch, [2]string{}, &proto.BasicQos{PrefetchCount: o.PrefetchCount, PrefetchSize: o.PrefetchSize, Global: o.Global},
-		func(proto.Method) struct{} { return struct{}{} })
+		func(proto.Method) struct{} {
+			// Re-applied when the channel is re-opened, once the broker has
+			// taken it: one it refused (RabbitMQ closes the connection over
+			// a prefetch size, 540) would close every new connection too.
+			q := o
+			ch.mu.Lock()
+			ch.qos[boolIndex(o.Global)] = &q
+			ch.mu.Unlock()
+			return struct{}{}
+		})
+}
+
+func boolIndex(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

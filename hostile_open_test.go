@@ -22,27 +22,28 @@ import (
 // client has not finished linking: before, a channel.close racing the open
 // crashed the process on a nil link.
 
-// servePeer plays a broker that answers channel.close and connection.close
-// and hands each channel.open to onOpen, until onOpen says to drop the
-// connection or the client hangs up.
-func servePeer(c *fakeserver.Conn, onOpen func(ch uint16) (drop bool, err error)) {
+// serveMethods plays a broker that answers channel.close and
+// connection.close itself and hands every other method to handle, with m
+// nil when nothing arrived within the server's read timeout; it returns
+// when handle says to drop the connection, a send fails, or the client
+// hangs up or closes.
+func serveMethods(c *fakeserver.Conn, handle func(ch uint16, m proto.Method) (drop bool, err error)) {
 	for {
 		ch, m, err := c.ReadMethod()
 		if errors.Is(err, fakeserver.ErrTimeout) {
-			continue
-		}
-		if err != nil {
+			ch, m, err = 0, nil, nil
+		} else if err != nil {
 			return
 		}
 		drop := false
-		switch m.ID() {
-		case proto.ChannelOpenID:
-			drop, err = onOpen(ch)
-		case proto.ChannelCloseID:
+		switch {
+		case m != nil && m.ID() == proto.ChannelCloseID:
 			err = c.Send(ch, &proto.ChannelCloseOk{})
-		case proto.ConnectionCloseID:
+		case m != nil && m.ID() == proto.ConnectionCloseID:
 			c.Send(0, &proto.ConnectionCloseOk{})
 			return
+		default:
+			drop, err = handle(ch, m)
 		}
 		if drop || err != nil {
 			return
@@ -50,15 +51,25 @@ func servePeer(c *fakeserver.Conn, onOpen func(ch uint16) (drop bool, err error)
 	}
 }
 
+// onOpen is a serveMethods handler that hands channel.open to open.
+func onOpen(open func(ch uint16) (drop bool, err error)) func(uint16, proto.Method) (bool, error) {
+	return func(ch uint16, m proto.Method) (bool, error) {
+		if m != nil && m.ID() == proto.ChannelOpenID {
+			return open(ch)
+		}
+		return false, nil
+	}
+}
+
 // refuseEveryOpen plays a broker that answers every channel.open with
 // channel.close 504, and counts the opens.
 func refuseEveryOpen(opens *atomic.Int64) func(*fakeserver.Conn) {
 	return func(c *fakeserver.Conn) {
-		servePeer(c, func(ch uint16) (bool, error) {
+		serveMethods(c, onOpen(func(ch uint16) (bool, error) {
 			opens.Add(1)
 			return false, c.Send(ch, &proto.ChannelClose{ReplyCode: uint16(proto.ChannelError), ReplyText: "CHANNEL_ERROR - refused",
 				ClassID: uint16(proto.ChannelOpenID >> 16), MethodID: uint16(proto.ChannelOpenID & 0xffff)})
-		})
+		}))
 	}
 }
 
@@ -128,12 +139,12 @@ func TestHostileConnectionDropsWhileOpening(t *testing.T) {
 	s := fakeserver.StartWith(t, fakeserver.Options{ReadTimeout: time.Second, ForgetEnded: true}, func(c *fakeserver.Conn) {
 		conns.Add(1)
 		n := 0
-		servePeer(c, func(ch uint16) (bool, error) {
+		serveMethods(c, onOpen(func(ch uint16) (bool, error) {
 			if n++; n%dropEvery == 0 {
 				return true, nil // the connection drops with opens in flight
 			}
 			return false, c.Send(ch, &proto.ChannelOpenOk{})
-		})
+		}))
 	})
 	c := dial(t, s, leveret.WithReconnect(&leveret.Backoff{Initial: time.Millisecond, Max: time.Millisecond}))
 	var left, opened atomic.Int64

@@ -47,6 +47,8 @@ type pool struct {
 	ended     error                  // the client has ended: nothing parks any more
 	consumers map[*Consumer]struct{} // Client.Consume consumers, restarted on a new connection
 	channels  map[*Channel]struct{}  // explicit channels, re-opened on a new connection
+	suspects  []*pooledOp            // to re-send one at a time (suspects.go)
+	isolating bool                   // a suspect is in flight or waits for a connection
 }
 
 // parkedOp is an operation waiting for the next connection: run re-sends
@@ -64,6 +66,9 @@ type pooledOp struct {
 	done     replyFunc
 	reissued int
 	run      func() // instead of sending: a callback waiting for an entity (afterPending)
+	// suspected: a connection close could mean it (mux.Suspect); it is
+	// re-sent alone (isolated), and fails if the next close means it too.
+	suspected, isolated bool
 
 	// Guarded by pool.mu.
 	sent    bool        // on its channel: later operations there queue behind it
@@ -195,10 +200,12 @@ func (p *pool) send(op *pooledOp) {
 			// Counted so that publishes discarded with it are re-sent after
 			// it is re-issued (see pubTracker.requests).
 			ch.pubs.requestStarted()
-			err = ch.mux().Call(&mux.Request{Method: op.m, Done: func(reply proto.Method, msg *ops.Message, err error) {
-				p.replied(op, reply, msg, ch, err)
+			r := &mux.Request{Method: op.m}
+			r.Done = func(reply proto.Method, msg *ops.Message, err error) {
+				p.replied(op, r.Blame, reply, msg, ch, err)
 				ch.pubs.requestDone()
-			}})
+			}
+			err = ch.mux().Call(r)
 			if err != nil {
 				ch.pubs.requestDone()
 			}
@@ -227,15 +234,23 @@ func (p *pool) sendLater(op *pooledOp, g *generation, err error) {
 	p.retryLater(g, err, func() { p.send(op) }, func(err error) { p.finish(op, nil, nil, nil, err) })
 }
 
-func (p *pool) replied(op *pooledOp, reply proto.Method, msg *ops.Message, ch *Channel, err error) {
+func (p *pool) replied(op *pooledOp, blame mux.Blame, reply proto.Method, msg *ops.Message, ch *Channel, err error) {
 	switch {
 	case discarded(err, op.reissued):
 		op.reissued++
 		p.send(op)
 		return
+	case err != nil && connLost(err) && (blame == mux.Culprit || blame == mux.Suspect && op.suspected):
+		// The broker closed the connection over it: it fails with that
+		// error, unrecorded, and is not sent again (see suspects.go).
+	case err != nil && connLost(err) && blame == mux.Suspect:
+		op.suspected = true
+		p.suspect(op, ch.generation(), err)
+		return
 	case err != nil && connLost(err):
 		// Lost with its connection: declares, binds and deletes are
-		// idempotent, so it goes out again on the next one.
+		// idempotent, so it goes out again on the next one (an isolated
+		// suspect keeps its turn).
 		p.sendLater(op, ch.generation(), err)
 		return
 	case err == nil:
@@ -338,6 +353,9 @@ func (p *pool) finish(op *pooledOp, reply proto.Method, msg *ops.Message, ch *Ch
 	}
 	for _, next := range ready {
 		p.send(next)
+	}
+	if op.isolated {
+		p.nextSuspect() // its turn is over
 	}
 }
 

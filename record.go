@@ -28,6 +28,7 @@ type record struct {
 	queues      map[string]recorded[proto.QueueDeclare] // by the broker's name
 	serverNamed map[string]bool
 	bindings    map[string]recorded[proto.Method] // *proto.QueueBind or *proto.ExchangeBind, by bindingKey
+	suspects    map[string]bool                   // items a connection close may have meant, by itemKey (refusals.go)
 }
 
 type recorded[T any] struct {

@@ -58,30 +58,16 @@ func TestRecoveryConnectionDiesWhileReopening(t *testing.T) {
 			}()
 		}
 		var consumes int32
-		for {
-			ch, m, err := c.ReadMethod()
-			if errors.Is(err, fakeserver.ErrTimeout) {
-				continue
+		serveMethods(c, func(ch uint16, m proto.Method) (bool, error) {
+			bc, ok := m.(*proto.BasicConsume)
+			if !ok {
+				return false, nil
 			}
-			if err != nil {
-				return
+			if consumes++; consumes == consumers {
+				restarted <- n
 			}
-			switch m := m.(type) {
-			case *proto.BasicConsume:
-				if consumes++; consumes == consumers {
-					restarted <- n
-				}
-				err = c.Send(ch, &proto.BasicConsumeOk{ConsumerTag: m.ConsumerTag})
-			case *proto.ChannelClose:
-				err = c.Send(ch, &proto.ChannelCloseOk{})
-			case *proto.ConnectionClose:
-				c.Send(0, &proto.ConnectionCloseOk{})
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
+			return false, c.Send(ch, &proto.BasicConsumeOk{ConsumerTag: bc.ConsumerTag})
+		})
 	})
 	var dials atomic.Int32
 	dialer := func(ctx context.Context, network, addr string) (net.Conn, error) {

@@ -18,7 +18,7 @@ import (
 func (c *Client) recoverOn(g *generation) *Recovery {
 	rep := &Recovery{Renamed: make(map[string]string)}
 	decls := c.rec.declarations()
-	replies, errs := c.replay(g, decls)
+	replies, errs := c.replayIsolating(g, decls)
 	c.retryLocked(g, decls, replies, errs)
 	for i, item := range decls {
 		if errs[i] != nil {
@@ -37,7 +37,7 @@ func (c *Client) recoverOn(g *generation) *Recovery {
 		}
 	}
 	binds := c.rec.bindingsToReplay()
-	_, errs = c.replay(g, binds)
+	_, errs = c.replayIsolating(g, binds)
 	for i, item := range binds {
 		if errs[i] != nil {
 			rep.Failed = append(rep.Failed, fmt.Errorf("amqp: recovering %s: %w", describe(item.m), errs[i]))
@@ -74,7 +74,7 @@ func (c *Client) retryLocked(g *generation, items []replayItem, replies []proto.
 		for k, i := range idx {
 			again[k] = items[i]
 		}
-		r, e := c.replay(g, again)
+		r, e, _ := c.replay(g, again)
 		for k, i := range idx {
 			replies[i], errs[i] = r[k], e[k]
 		}
@@ -84,10 +84,12 @@ func (c *Client) retryLocked(g *generation, items []replayItem, replies []proto.
 // replay sends items pipelined on a channel of g and waits for every
 // answer. When one fails, the broker closes the channel and discards those
 // behind it: they are sent again on a fresh channel, so each item gets its
-// own answer. Nothing here is recorded (the record already holds it).
-func (c *Client) replay(g *generation, items []replayItem) ([]proto.Method, []error) {
+// own answer, and what the connection's close blamed it for, if it came.
+// Nothing here is recorded (the record already holds it).
+func (c *Client) replay(g *generation, items []replayItem) ([]proto.Method, []error, []mux.Blame) {
 	replies := make([]proto.Method, len(items))
 	errs := make([]error, len(items))
+	blames := make([]mux.Blame, len(items))
 	todo := make([]int, len(items))
 	for i := range todo {
 		todo[i] = i
@@ -100,14 +102,16 @@ func (c *Client) replay(g *generation, items []replayItem) ([]proto.Method, []er
 			}
 			break
 		}
-		answers := make([]*Promise[proto.Method], len(todo))
+		answers := make([]*Promise[blamedReply], len(todo))
 		for k, i := range todo {
-			answer := newPromise[proto.Method]()
+			answer := newPromise[blamedReply]()
 			answers[k] = answer
-			if err := ch.mux().Call(&mux.Request{Method: items[i].m, Done: func(reply proto.Method, _ *ops.Message, err error) {
-				answer.resolve(reply, err)
-			}}); err != nil {
-				answer.resolve(nil, err)
+			r := &mux.Request{Method: items[i].m}
+			r.Done = func(reply proto.Method, _ *ops.Message, err error) {
+				answer.resolve(blamedReply{reply, r.Blame}, err)
+			}
+			if err := ch.mux().Call(r); err != nil {
+				answer.resolve(blamedReply{}, err)
 			}
 		}
 		var next []int
@@ -117,7 +121,7 @@ func (c *Client) replay(g *generation, items []replayItem) ([]proto.Method, []er
 				next = append(next, i) // discarded behind a failure
 				continue
 			}
-			replies[i], errs[i] = reply, err
+			replies[i], errs[i], blames[i] = reply.m, err, reply.blame
 		}
 		if ch.mux().Err() == nil {
 			ch.mux().Close(func(error) {})
@@ -130,7 +134,14 @@ func (c *Client) replay(g *generation, items []replayItem) ([]proto.Method, []er
 		}
 		todo = next
 	}
-	return replies, errs
+	return replies, errs, blames
+}
+
+// blamedReply is a replayed item's answer: the reply, or with the
+// connection's error what its close blamed the item for.
+type blamedReply struct {
+	m     proto.Method
+	blame mux.Blame
 }
 
 // describe names a recorded entity for a report.

@@ -85,6 +85,8 @@ func (c *Client) supervise() {
 			continue // lost while restarting consumers: not recovered; what is left waits for the next
 		}
 		upSince = time.Now()
+		rep.Failed = append(rep.Failed, c.refusedReplays...)
+		c.refusedReplays = nil
 		c.emit(Event{Kind: EventRecovered, Recovery: rep})
 	}
 }

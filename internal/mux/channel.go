@@ -40,6 +40,10 @@ type Request struct {
 	Done func(reply proto.Method, msg *ops.Message, err error)
 	// Written, if set, is called once the frames reach the socket or cannot.
 	Written func(error)
+	// Blame is set by the reader, before Done gets the connection's error,
+	// when the broker closed the connection naming this request's method
+	// (see Blame). Done may read it; nothing else should.
+	Blame Blame
 
 	seq uint64 // its place in the channel's send order, once sent
 }

@@ -94,6 +94,10 @@ type Conn struct {
 
 	// Reader only: bytes reserved for bodies being assembled (reserveBody).
 	bodyReserved int
+	// Reader only: the method and text of the broker's connection.close,
+	// if it sent one (see Blame).
+	closeMethod proto.MethodID
+	closeText   string
 
 	// Channel table.
 	cmu       sync.Mutex

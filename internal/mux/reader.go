@@ -149,8 +149,9 @@ func (c *Conn) handleConnectionMethod(m proto.Method) (done bool, err error) {
 	switch m := m.(type) {
 	case *proto.ConnectionClose:
 		c.writeNow(&proto.ConnectionCloseOk{}) // the reader ends next; answer before the socket closes
-		return true, c.faultError(Fault{Hard: true, Code: proto.ReplyCode(m.ReplyCode), Text: m.ReplyText,
-			Method: proto.MethodID(uint32(m.ClassID)<<16 | uint32(m.MethodID))})
+		c.closeMethod = proto.MethodID(uint32(m.ClassID)<<16 | uint32(m.MethodID))
+		c.closeText = m.ReplyText
+		return true, c.faultError(Fault{Hard: true, Code: proto.ReplyCode(m.ReplyCode), Text: m.ReplyText, Method: c.closeMethod})
 	case *proto.ConnectionCloseOk:
 		if !c.closing.Load() {
 			// We sent no connection.close: a protocol violation, not the
@@ -203,6 +204,7 @@ func (c *Conn) failChannels(err error) {
 	for _, done := range waiters {
 		done(err)
 	}
+	blameCandidates(chans, c.closeMethod, c.closeText)
 	for _, ch := range chans {
 		ch.end(err, nil)
 	}

@@ -1,0 +1,78 @@
+package tests
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/leveret-mq/leveret"
+	"github.com/leveret-mq/leveret/ops"
+)
+
+// Poison operations (issue 23, §1): RabbitMQ closes the whole connection
+// for a declaration of an exchange type it does not know (503) and for a
+// prefetch size (540). Each fails alone with the broker's error, costs at
+// most two reconnects, and the client's other operations and consumers go
+// on. Before, the client re-sent the operation on every new connection:
+// 63 drops in 5 s, for ever.
+func TestPoisonOperationsFailAlone(t *testing.T) {
+	ctx, _, queue, log, c := recoverySetup(t, 2*opTimeout)
+	exchanges := uniqueNames(t, "x", 20)
+	delayed := uniqueName(t, "delayed")
+	queues := uniqueNames(t, "q", 20)
+	deleteAtEnd(t, queues, append(exchanges, delayed))
+
+	cs, err := c.Consume(ops.Consume{Queue: queue}).Wait(ctx)
+	require.NoError(t, err)
+	ch, err := c.Channel(ctx)
+	require.NoError(t, err)
+	_, err = ch.Qos(ops.Qos{PrefetchCount: 5}).Wait(ctx)
+	require.NoError(t, err)
+
+	// An unknown exchange type among 40 declarations in flight.
+	var all []leveret.Waiter
+	for i := range 10 {
+		all = append(all, c.ExchangeDeclare(ops.ExchangeDeclare{Exchange: exchanges[i], Kind: "direct"}),
+			c.QueueDeclare(ops.QueueDeclare{Queue: queues[i], Durable: true}))
+	}
+	poison := c.ExchangeDeclare(ops.ExchangeDeclare{Exchange: delayed, Kind: "x-delayed-message", Durable: true})
+	for i := 10; i < 20; i++ {
+		all = append(all, c.ExchangeDeclare(ops.ExchangeDeclare{Exchange: exchanges[i], Kind: "topic"}),
+			c.QueueDeclare(ops.QueueDeclare{Queue: queues[i], Durable: true}))
+	}
+	_, err = poison.Wait(ctx)
+	var ce *leveret.ConnectionError
+	require.ErrorAs(t, err, &ce)
+	require.ErrorIs(t, err, leveret.ErrCommandInvalid)
+	require.Equal(t, "exchange.declare", ce.Method())
+	require.NoError(t, leveret.WaitAll(ctx, all...), "the declarations in flight with it")
+	log.waitRecovered(t, 1)
+	require.LessOrEqual(t, len(log.of(leveret.EventDisconnected)), 2, "reconnects for one poison declaration")
+
+	// A prefetch size on an explicit channel.
+	_, err = ch.Qos(ops.Qos{PrefetchCount: 5, PrefetchSize: 65536}).Wait(ctx)
+	require.ErrorIs(t, err, leveret.ErrNotImplemented)
+	before := len(log.of(leveret.EventRecovered))
+	log.waitRecovered(t, before+1)
+	time.Sleep(200 * time.Millisecond) // long enough for a re-applied qos to close the connection again
+	require.Equal(t, before+1, len(log.of(leveret.EventRecovered)), "the refused qos was re-applied")
+	require.LessOrEqual(t, len(log.of(leveret.EventDisconnected)), 4)
+
+	// The consumer and the channel work.
+	_, err = c.Publish(ctx, ops.Publish{RoutingKey: queue, Message: ops.Message{Body: []byte("after")}}).Wait(ctx)
+	require.NoError(t, err)
+	select {
+	case d := <-cs.Deliveries():
+		require.Equal(t, "after", string(d.Body))
+		_, err = d.Ack().Wait(ctx)
+		require.NoError(t, err)
+	case <-ctx.Done():
+		t.Fatal("the consumer got nothing after the poison operations")
+	}
+	_, err = ch.QueueDeclare(ops.QueueDeclare{Queue: queue, Passive: true}).Wait(ctx)
+	require.NoError(t, err)
+	require.NoError(t, ch.Err())
+	require.False(t, errors.Is(c.Err(), leveret.ErrClosed))
+}
