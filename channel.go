@@ -98,6 +98,7 @@ func (ch *Channel) newLink(g *generation, base uint64) *link {
 
 func (l *link) Async(m proto.Method, msg *ops.Message) { l.ch.async(l, m, msg) }
 func (l *link) Closed(err error)                       { l.ch.closed(l, err) }
+func (l *link) Oversized(m proto.Method, size uint64)  { l.ch.oversized(l, m, size) }
 
 // lost reports whether the link's connection has ended and the client
 // will replace it (not a channel error, not our own Close).

@@ -59,11 +59,17 @@ var (
 	// ErrChannelLimit reports that every channel number allowed by the
 	// negotiated channel_max is in use.
 	ErrChannelLimit = errors.New("amqp: no free channel number (channel_max reached)")
+	// ErrMessageTooLarge marks a message the client refused because its
+	// body was over WithMaxMessageSize: a Get's error, and the Err of
+	// EventMessageRefused for a delivery or a returned message. The text
+	// says which queue (or exchange), the size and the limit.
+	ErrMessageTooLarge = errors.New("amqp: message over the client's size limit")
 )
 
 // muxErrors hands the public sentinels to internal/mux, which reports them.
 func muxErrors() mux.Errors {
-	return mux.Errors{Closed: ErrClosed, NotExecuted: ErrNotExecuted, Heartbeat: ErrHeartbeatTimeout, ChannelLimit: ErrChannelLimit}
+	return mux.Errors{Closed: ErrClosed, NotExecuted: ErrNotExecuted, Heartbeat: ErrHeartbeatTimeout, ChannelLimit: ErrChannelLimit,
+		TooLarge: ErrMessageTooLarge}
 }
 
 // ChannelError is a channel ("soft") error: the broker closed one channel,

@@ -39,41 +39,56 @@ func sendGetOk(c *fakeserver.Conn, ch uint16, size uint64, n int) {
 	}
 }
 
-// TestLimitInboundBodySize: a content header announcing a body over the
-// client's limit ends the connection before anything is buffered, with a
-// clear *ConnectionError, whatever the peer keeps sending.
+// TestLimitInboundBodySize: a content header announcing a body larger than
+// any broker sends (RabbitMQ caps max_message_size at 512 MiB) ends the
+// connection before anything is buffered, with a clear *ConnectionError,
+// whatever the peer keeps sending.
 func TestLimitInboundBodySize(t *testing.T) {
-	for _, tc := range []struct {
-		name  string
-		size  uint64
-		frame int
-		opts  []leveret.Option
-	}{
-		{"2^62 bytes", 1 << 62, 100_000, nil},
-		{"over WithMaxMessageSize", 8001, 3, []leveret.Option{leveret.WithMaxMessageSize(8000)}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			leakCheck(t)
-			closed := make(chan *proto.ConnectionClose, 1)
-			s := fakeserver.StartWith(t, fakeserver.Options{AutoOpen: true}, func(c *fakeserver.Conn) {
-				ch, _ := c.Expect(t, proto.BasicGetID)
-				sendGetOk(c, ch, tc.size, tc.frame)
-				closed <- readUntilClose(c)
-			})
-			client := dial(t, s, tc.opts...)
-			ch, err := client.Channel(waitCtx(t))
-			require.NoError(t, err)
-			_, err = await(t, ch.Get(ops.Get{Queue: "q"}))
-			ce := requireConnErr(t, err, leveret.ReplyCode(proto.ResourceError))
-			assert.Contains(t, ce.Text, "larger than the client's limit")
-			assert.Contains(t, ce.Text, "WithMaxMessageSize")
-			cl := receive(t, closed, "connection.close")
-			if cl != nil {
-				assert.Equal(t, uint16(proto.ResourceError), cl.ReplyCode)
-			}
-			awaitDone(t, client.Done(), "client")
-		})
+	leakCheck(t)
+	closed := make(chan *proto.ConnectionClose, 1)
+	s := fakeserver.StartWith(t, fakeserver.Options{AutoOpen: true}, func(c *fakeserver.Conn) {
+		ch, _ := c.Expect(t, proto.BasicGetID)
+		sendGetOk(c, ch, 1<<62, 100_000)
+		closed <- readUntilClose(c)
+	})
+	client := dial(t, s)
+	ch, err := client.Channel(waitCtx(t))
+	require.NoError(t, err)
+	_, err = await(t, ch.Get(ops.Get{Queue: "q"}))
+	ce := requireConnErr(t, err, leveret.ReplyCode(proto.ResourceError))
+	assert.Contains(t, ce.Text, "larger than any broker sends")
+	cl := receive(t, closed, "connection.close")
+	if cl != nil {
+		assert.Equal(t, uint16(proto.ResourceError), cl.ReplyCode)
 	}
+	awaitDone(t, client.Done(), "client")
+}
+
+// TestLimitGetOverMaxMessageSize: a Get whose message is over
+// WithMaxMessageSize fails with ErrMessageTooLarge; its body is skipped,
+// the message is rejected without requeue, and the connection goes on.
+func TestLimitGetOverMaxMessageSize(t *testing.T) {
+	leakCheck(t)
+	rejected := make(chan *proto.BasicReject, 1)
+	s := fakeserver.StartWith(t, fakeserver.Options{AutoOpen: true}, func(c *fakeserver.Conn) {
+		ch, _ := c.Expect(t, proto.BasicGetID)
+		c.SendContent(ch, &proto.BasicGetOk{DeliveryTag: 1, RoutingKey: "q"}, &ops.Message{Body: bytes.Repeat([]byte("x"), 8001)})
+		_, m := c.Expect(t, proto.BasicRejectID)
+		rejected <- m.(*proto.BasicReject)
+		c.Serve()
+	})
+	client := dial(t, s, leveret.WithMaxMessageSize(8000))
+	ch, err := client.Channel(waitCtx(t))
+	require.NoError(t, err)
+	_, err = await(t, ch.Get(ops.Get{Queue: "q"}))
+	require.ErrorIs(t, err, leveret.ErrMessageTooLarge)
+	assert.Contains(t, err.Error(), `queue "q"`)
+	r := receive(t, rejected, "basic.reject")
+	assert.Equal(t, uint64(1), r.DeliveryTag)
+	assert.False(t, r.Requeue)
+	require.NoError(t, client.Err())
+	require.NoError(t, ch.Err())
+	require.NoError(t, closeClient(t, client))
 }
 
 // TestLimitInboundBodyWithinLimit: a message exactly at the limit arrives.
@@ -391,4 +406,63 @@ func TestIsolationEndsWithTheConnection(t *testing.T) {
 		_, err := await(t, p)
 		require.ErrorIs(t, err, leveret.ErrNotConfirmed, "publish %d", i)
 	}
+}
+
+// TestLimitDeliveryOverMaxMessageSize (issue 23, §1): a delivery over
+// WithMaxMessageSize between small ones is rejected without requeue (a
+// dead-letter exchange gets it) and reported in EventMessageRefused with
+// the queue, size and limit; the messages around it are each delivered
+// once, and the connection and the consumer go on. Before, the connection
+// ended (506) and, reconnecting, the same message came back for ever.
+func TestLimitDeliveryOverMaxMessageSize(t *testing.T) {
+	leakCheck(t)
+	rejected := make(chan *proto.BasicReject, 1)
+	s := fakeserver.StartWith(t, fakeserver.Options{AutoOpen: true}, func(c *fakeserver.Conn) {
+		ch, _ := c.Expect(t, proto.BasicConsumeID)
+		c.Send(ch, &proto.BasicConsumeOk{ConsumerTag: "c"})
+		for i, size := range []int{10, 10, 8001, 10} {
+			c.SendContent(ch, &proto.BasicDeliver{ConsumerTag: "c", DeliveryTag: uint64(i + 1), RoutingKey: "q"},
+				&ops.Message{MessageID: fmt.Sprint(i + 1), Body: bytes.Repeat([]byte("x"), size)})
+		}
+		for {
+			_, m, err := c.ReadMethod()
+			if err != nil {
+				return
+			}
+			switch m := m.(type) {
+			case *proto.BasicReject:
+				rejected <- m
+			case *proto.ConnectionClose:
+				c.Send(0, &proto.ConnectionCloseOk{})
+				return
+			}
+		}
+	})
+	refused := make(chan leveret.Event, 1)
+	client := dial(t, s, leveret.WithMaxMessageSize(8000), leveret.WithEventHandler(func(e leveret.Event) {
+		if e.Kind == leveret.EventMessageRefused {
+			refused <- e
+		}
+	}))
+	ch, err := client.Channel(waitCtx(t))
+	require.NoError(t, err)
+	cs, err := await(t, ch.Consume(ops.Consume{Queue: "q", ConsumerTag: "c"}))
+	require.NoError(t, err)
+	for _, want := range []string{"1", "2", "4"} {
+		d := receive(t, cs.Deliveries(), "a delivery")
+		require.NotNil(t, d, "the consumer ended: %v", cs.Err())
+		require.Equal(t, want, d.MessageID)
+		_, err := await(t, d.Ack())
+		require.NoError(t, err)
+	}
+	r := receive(t, rejected, "basic.reject")
+	assert.Equal(t, uint64(3), r.DeliveryTag)
+	assert.False(t, r.Requeue)
+	e := receive(t, refused, "EventMessageRefused")
+	require.ErrorIs(t, e.Err, leveret.ErrMessageTooLarge)
+	for _, s := range []string{`queue "q"`, "8001 bytes", "limit of 8000 bytes"} {
+		assert.Contains(t, e.Err.Error(), s)
+	}
+	require.NoError(t, cs.Err())
+	require.NoError(t, client.Err())
 }

@@ -223,10 +223,13 @@ func WithUnconfirmedLimit(n int) Option {
 }
 
 // WithMaxMessageSize sets the largest message body accepted from the
-// broker (default 128 MiB, RabbitMQ's own default max_message_size). A
-// delivery, get or return whose content header announces more ends the
-// connection with a *ConnectionError (506) before anything is buffered, so
-// a broken or hostile peer cannot make the client allocate without bound.
+// broker (default 128 MiB). A larger body is skipped as it arrives, never
+// buffered, so a broken or hostile peer cannot make the client allocate
+// without bound, and the message is refused while the connection and the
+// consumer go on: a delivery is rejected without requeue (a dead-letter
+// exchange gets it; a no-ack delivery is dropped) and reported in an
+// EventMessageRefused, a Get fails with ErrMessageTooLarge (its message
+// rejected the same way), a returned message is dropped and reported.
 func WithMaxMessageSize(n uint64) Option {
 	return optionFunc(func(c *config) { c.maxMessageSize = n })
 }

@@ -50,6 +50,13 @@ const (
 	EventRecovered
 	// EventClosed: the client has ended for good (Err says why).
 	EventClosed
+	// EventMessageRefused: a delivery or a returned message was over
+	// WithMaxMessageSize; its body was skipped, never buffered, and a
+	// delivery was rejected without requeue (so a dead-letter exchange
+	// gets it) unless its consumer is no-ack. Err wraps ErrMessageTooLarge
+	// and names the queue, the size and the limit. The connection and the
+	// consumer go on.
+	EventMessageRefused
 )
 
 func (k EventKind) String() string {
@@ -64,6 +71,8 @@ func (k EventKind) String() string {
 		return "recovered"
 	case EventClosed:
 		return "closed"
+	case EventMessageRefused:
+		return "message refused"
 	}
 	return fmt.Sprintf("EventKind(%d)", uint8(k))
 }
@@ -72,7 +81,7 @@ func (k EventKind) String() string {
 // WithEventHandler.
 type Event struct {
 	Kind     EventKind
-	Err      error         // EventDisconnected, EventClosed: the cause; EventReconnecting: why the attempt before it failed
+	Err      error         // EventDisconnected, EventClosed: the cause; EventReconnecting: why the attempt before it failed; EventMessageRefused: what was refused
 	Attempt  int           // EventReconnecting: the round, from 1
 	Delay    time.Duration // EventReconnecting: waited before this round
 	Endpoint string        // EventConnected, EventReconnecting: the URL, without its password
@@ -138,6 +147,8 @@ func (c *Client) emit(e Event) {
 		}
 	case EventClosed:
 		log.Info("amqp: client closed", "error", e.Err)
+	case EventMessageRefused:
+		log.Warn("amqp: message refused", "error", e.Err)
 	}
 	if fn := c.cfg.onEvent; fn != nil {
 		c.dispatch.post(func() { fn(e) })

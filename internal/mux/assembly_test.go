@@ -16,6 +16,7 @@ type bodyCatcher struct{ bodies [][]byte }
 
 func (b *bodyCatcher) Async(_ proto.Method, msg *ops.Message) { b.bodies = append(b.bodies, msg.Body) }
 func (b *bodyCatcher) Closed(error)                           {}
+func (b *bodyCatcher) Oversized(proto.Method, uint64)         {}
 
 // feedContent hands ch a basic.deliver's header and body, in frames of
 // frame bytes, as the reader would.

@@ -22,6 +22,12 @@ type Handler interface {
 	Async(m proto.Method, msg *ops.Message)
 	// Closed is called once when the channel ends, with the reason.
 	Closed(err error)
+	// Oversized gets a basic.deliver or basic.return whose body, of size
+	// octets, was over Config.MaxMessageSize: it was skipped as it
+	// arrived, never buffered, and the connection goes on. The handler
+	// refuses it (basic.reject without requeue, unless no-ack) and
+	// reports it.
+	Oversized(m proto.Method, size uint64)
 }
 
 // Request is one operation sent on a channel.
@@ -93,13 +99,16 @@ type assembly struct {
 	m      proto.Method // the content-bearing method; nil when idle
 	msg    ops.Message
 	size   uint64
+	got    uint64 // body octets received
 	header bool
+	drop   bool // over MaxMessageSize: the body is skipped, not kept
 }
 
 type nopHandler struct{}
 
 func (nopHandler) Async(proto.Method, *ops.Message) {}
 func (nopHandler) Closed(error)                     {}
+func (nopHandler) Oversized(proto.Method, uint64)   {}
 
 // OpenChannel is NewChannel followed by Open.
 func (c *Conn) OpenChannel(h Handler, opened func(error)) (*Channel, error) {

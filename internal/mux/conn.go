@@ -21,9 +21,9 @@ type Config struct {
 	ChannelMax uint16        // negotiated; 0 means 65535
 	Heartbeat  time.Duration // negotiated; 0 disables heartbeats
 	WriteLimit int           // queued bytes past which publishers wait; default 1 MiB
-	// MaxMessageSize is the largest message body accepted from the peer;
-	// a content header announcing more ends the connection before anything
-	// is buffered. 0 means 128 MiB.
+	// MaxMessageSize is the largest message body accepted from the peer; a
+	// larger one is skipped as it arrives, never buffered, and refused
+	// (see Handler.Oversized). 0 means 128 MiB.
 	MaxMessageSize uint64
 
 	// Errors are the sentinels to report; see Errors.

@@ -12,6 +12,7 @@ type countingHandler struct{ n int }
 
 func (h *countingHandler) Async(m proto.Method, msg *ops.Message) { h.n += len(msg.Body) }
 func (h *countingHandler) Closed(error)                           {}
+func (h *countingHandler) Oversized(proto.Method, uint64)         {}
 
 // BenchmarkDeliveryDecode measures the reader's per-message work for a
 // basic.deliver with typical properties: method decode, content header,

@@ -1,6 +1,8 @@
 package mux
 
 import (
+	"fmt"
+
 	"github.com/leveret-mq/leveret/internal/proto"
 	"github.com/leveret-mq/leveret/ops"
 )
@@ -92,6 +94,45 @@ func (ch *Channel) handleMethod(m proto.Method) error {
 	return ch.reply(m, nil)
 }
 
+// maxBrokerMessage is the largest message RabbitMQ can be configured to
+// take (max_message_size is capped at 512 MiB): a header announcing more
+// than that, and more than MaxMessageSize, is a broken peer, not a message
+// to skip; skipping would read its stream for ever.
+const maxBrokerMessage = 512 << 20
+
+// dropOversized refuses a message whose body was over MaxMessageSize (and
+// was skipped): the get that asked for it fails with Errors.TooLarge, and
+// the message is rejected without requeue (a dead-letter exchange gets
+// it) unless it came with no-ack; a delivery or a return goes to the
+// handler (Handler.Oversized), which knows its consumer. It runs on the
+// reader.
+func (ch *Channel) dropOversized(m proto.Method, size uint64) error {
+	ok, isGet := m.(*proto.BasicGetOk)
+	if !isGet {
+		ch.h.Oversized(m, size)
+		return nil
+	}
+	ch.mu.Lock()
+	r := ch.takeMatchLocked(m)
+	ch.mu.Unlock()
+	if r == nil {
+		return ch.c.violation(proto.CommandInvalid, "unexpected %v on channel %d", m.ID(), ch.ID)
+	}
+	if get, _ := r.Method.(*proto.BasicGet); get == nil || !get.NoAck {
+		ch.Call(&Request{Method: &proto.BasicReject{DeliveryTag: ok.DeliveryTag}})
+	}
+	r.Done(nil, nil, fmt.Errorf("%w: a message of %d bytes from queue %q is over the limit of %d bytes; rejected without requeue",
+		ch.c.cfg.Errors.TooLarge, size, queueOf(r.Method), ch.c.cfg.MaxMessageSize))
+	return nil
+}
+
+func queueOf(m proto.Method) string {
+	if g, ok := m.(*proto.BasicGet); ok {
+		return g.Queue
+	}
+	return ""
+}
+
 // checkDeliveryTag refuses a basic.deliver or basic.get-ok whose delivery
 // tag does not follow the channel's last one. The broker numbers a
 // channel's deliveries 1, 2, 3... (RabbitMQ keeps one counter per channel
@@ -131,28 +172,40 @@ func (ch *Channel) handleContent(typ uint8, payload []byte) error {
 		if err != nil {
 			return ch.c.violation(proto.FrameError, "bad content header: %v", err)
 		}
-		if size > ch.c.cfg.MaxMessageSize {
-			return ch.c.violation(proto.ResourceError, "message of %d bytes on channel %d is larger than the client's limit of %d bytes (WithMaxMessageSize)",
-				size, ch.ID, ch.c.cfg.MaxMessageSize)
+		if size > max(ch.c.cfg.MaxMessageSize, maxBrokerMessage) {
+			return ch.c.violation(proto.ResourceError, "message of %d bytes on channel %d is larger than any broker sends (limit %d bytes, WithMaxMessageSize %d)",
+				size, ch.ID, maxBrokerMessage, ch.c.cfg.MaxMessageSize)
 		}
 		a.size, a.header = size, true
-		if size > 0 {
+		// Over the limit, the body is skipped as it arrives, never
+		// buffered, and the message is refused once it is whole (see
+		// dropOversized): the connection and the consumer go on.
+		a.drop = size > ch.c.cfg.MaxMessageSize
+		if size > 0 && !a.drop {
 			ch.c.reserveBody(a, 0)
 		}
 	} else {
 		if !a.header {
 			return ch.c.violation(proto.UnexpectedFrame, "body frame on channel %d before its header", ch.ID)
 		}
-		if uint64(len(a.msg.Body))+uint64(len(payload)) > a.size {
+		if a.got+uint64(len(payload)) > a.size {
 			return ch.c.violation(proto.FrameError, "body on channel %d longer than its header said", ch.ID)
 		}
-		if len(a.msg.Body)+len(payload) > cap(a.msg.Body) {
-			ch.c.reserveBody(a, len(payload))
+		a.got += uint64(len(payload))
+		if !a.drop {
+			if len(a.msg.Body)+len(payload) > cap(a.msg.Body) {
+				ch.c.reserveBody(a, len(payload))
+			}
+			a.msg.Body = append(a.msg.Body, payload...)
 		}
-		a.msg.Body = append(a.msg.Body, payload...)
 	}
-	if !a.header || uint64(len(a.msg.Body)) < a.size {
+	if !a.header || a.got < a.size {
 		return nil
+	}
+	if a.drop {
+		m, size := a.m, a.size
+		ch.asm = assembly{}
+		return ch.dropOversized(m, size)
 	}
 	m := a.m
 	ch.c.bodyReserved -= cap(a.msg.Body) // the body is the receiver's from here

@@ -16,13 +16,14 @@ type Errors struct {
 	NotExecuted  error
 	Heartbeat    error
 	ChannelLimit error
+	TooLarge     error // a message over MaxMessageSize, refused (see Handler.Oversized)
 }
 
 func (e *Errors) setDefaults() {
 	for _, f := range []struct {
 		field *error
 		def   error
-	}{{&e.Closed, ErrClosed}, {&e.NotExecuted, ErrNotExecuted}, {&e.Heartbeat, ErrHeartbeat}, {&e.ChannelLimit, ErrChannelLimit}} {
+	}{{&e.Closed, ErrClosed}, {&e.NotExecuted, ErrNotExecuted}, {&e.Heartbeat, ErrHeartbeat}, {&e.ChannelLimit, ErrChannelLimit}, {&e.TooLarge, ErrTooLarge}} {
 		if *f.field == nil {
 			*f.field = f.def
 		}
@@ -48,6 +49,9 @@ var (
 	// ErrHeartbeat is the cause of a connection ended because the peer sent
 	// nothing for two heartbeat intervals.
 	ErrHeartbeat = errors.New("amqp: heartbeat timeout")
+	// ErrTooLarge marks a message refused because it was over
+	// MaxMessageSize.
+	ErrTooLarge = errors.New("amqp: message over the size limit")
 )
 
 // Fault describes why a channel or the connection ended: a close method the
