@@ -33,8 +33,11 @@ type recovery struct {
 	lost     error         // while suspended: the lost connection's error
 	up       chan struct{} // while suspended: closed when re-opened or ended
 	qos      [2]*ops.Qos   // the last basic.qos per Global flag, re-applied
-	txLost   error         // the connection dropped inside a transaction
-	onReopen func(lost error, lastTag uint64)
+	txLost   error         // the connection dropped inside a transaction that had done something
+	// txMode mirrors tx for the publish path, which takes no lock;
+	// txPublished: a publish since the last commit or rollback.
+	txMode, txPublished atomic.Bool
+	onReopen            func(lost error, lastTag uint64)
 	// Confirm mode: re-selected on every re-open; confirmation tags keep
 	// counting across re-opens (link.base, see OnReopen).
 	confirming atomic.Bool
@@ -63,9 +66,12 @@ func (ch *Channel) suspend(err error) {
 	if ch.up == nil {
 		ch.up = make(chan struct{})
 	}
-	if ch.tx {
+	// Lost only if the transaction open at the drop had done something:
+	// one committed (or rolled back) just before it lost nothing.
+	if ch.tx && (ch.txPublished.Load() || len(ch.txAcked) > 0) {
 		ch.txLost = err
 	}
+	ch.txPublished.Store(false)
 	ch.unacked.clear()
 	ch.txAcked = nil
 	ch.notifySettledLocked()

@@ -54,7 +54,7 @@ var (
 	// errors.Is(err, ErrPreconditionFailed) tells why.
 	ErrNotExecuted = errors.New("amqp: operation not executed")
 	// ErrHeartbeatTimeout is the cause of a connection ended because the
-	// broker sent nothing for two heartbeat intervals.
+	// broker sent nothing for an interval and a half (at most).
 	ErrHeartbeatTimeout = errors.New("amqp: heartbeat timeout")
 	// ErrChannelLimit reports that every channel number allowed by the
 	// negotiated channel_max is in use.

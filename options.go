@@ -110,8 +110,9 @@ func WithConnectionName(name string) Option {
 
 // WithHeartbeat asks for a heartbeat interval (default 10 s; 0 disables
 // heartbeats). The broker may lower it. A broker from which no octet
-// arrives for two intervals ends the connection with ErrHeartbeatTimeout;
-// a large frame still arriving counts as the broker talking.
+// arrives for 1.25 to 1.5 intervals ends the connection with
+// ErrHeartbeatTimeout; a large frame still arriving counts as the broker
+// talking.
 func WithHeartbeat(d time.Duration) Option {
 	return optionFunc(func(c *config) { c.heartbeat, c.heartbeatSet = d, true })
 }

@@ -65,6 +65,9 @@ func (ch *Channel) publish(ctx context.Context, m *proto.BasicPublish, msg *ops.
 	for {
 		err := mc.Publish(ctx, m, msg, written)
 		if err == nil {
+			if ch.txMode.Load() && !ch.txPublished.Load() {
+				ch.txPublished.Store(true) // the transaction now has something to lose
+			}
 			return nil
 		}
 		// Refused because the connection dropped: nothing was sent, so it
@@ -248,6 +251,7 @@ func (ch *Channel) confirmed(l *link, cf Confirmation) {
 func (ch *Channel) TxSelect() *Promise[struct{}] {
 	ch.mu.Lock()
 	ch.tx = true
+	ch.txMode.Store(true)
 	ch.mu.Unlock()
 	return issue(ch, [2]string{}, &proto.TxSelect{}, func(proto.Method) struct{} { return struct{}{} })
 }
@@ -269,9 +273,13 @@ func (ch *Channel) TxCommit() *Promise[struct{}] {
 		return ch.barrierThen(&proto.TxRollback{}, func() {
 			ch.unacked.restore(ch.txAcked)
 			ch.txAcked = ch.txAcked[:0]
+			ch.txPublished.Store(false)
 		}, fmt.Errorf("%w: %w", ErrTransactionLost, lost))
 	}
-	return ch.barrier(&proto.TxCommit{}, func() { ch.txAcked = ch.txAcked[:0] })
+	return ch.barrier(&proto.TxCommit{}, func() {
+		ch.txAcked = ch.txAcked[:0]
+		ch.txPublished.Store(false)
+	})
 }
 
 // TxRollback abandons the current transaction; like TxCommit it is a
@@ -284,6 +292,7 @@ func (ch *Channel) TxRollback() *Promise[struct{}] {
 	return ch.barrier(&proto.TxRollback{}, func() {
 		ch.unacked.restore(ch.txAcked)
 		ch.txAcked = ch.txAcked[:0]
+		ch.txPublished.Store(false)
 	})
 }
 

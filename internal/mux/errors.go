@@ -47,7 +47,7 @@ var (
 	// channel closed in front of it. Errors carrying it also wrap the cause.
 	ErrNotExecuted = errors.New("amqp: operation not executed")
 	// ErrHeartbeat is the cause of a connection ended because the peer sent
-	// nothing for two heartbeat intervals.
+	// nothing for an interval and a half (at most).
 	ErrHeartbeat = errors.New("amqp: heartbeat timeout")
 	// ErrTooLarge marks a message refused because it was over
 	// MaxMessageSize.

@@ -185,13 +185,15 @@ func (c *Conn) setBlocked(blocked bool) {
 
 // writeLoop is the writer goroutine: it writes queued output in one system
 // call per batch, sends heartbeats when idle, and ends the connection when
-// the peer has been silent for two heartbeat intervals.
+// the peer has been silent for a heartbeat interval and a quarter to a half.
 func (c *Conn) writeLoop() {
 	defer c.wg.Done()
 	// Ticks come four times an interval. A heartbeat goes out after two
 	// ticks without output (half an interval); the peer is declared dead
-	// after seven ticks without input, which is between 1.75 and 2
-	// intervals after its last frame: within the two the spec allows.
+	// after silentTicksDead ticks without an octet in, which is between
+	// 1.25 and 1.5 intervals after its last one: within the two the spec
+	// allows, as soon as amqp091-go notices, and still more than two of
+	// the heartbeats RabbitMQ sends every half interval.
 	//
 	// A write blocked on a peer that stopped reading would keep the ticks
 	// from being seen, so writes carry a deadline two intervals after the
@@ -219,8 +221,8 @@ func (c *Conn) writeLoop() {
 			if octets := c.fr.Octets(); octets != heard || c.readerHeld.Load() {
 				heard = octets
 				silentTicks = 0 // heard from the peer, or not listening: held by a handler
-			} else if silentTicks++; silentTicks >= 7 {
-				c.fail(c.faultError(Fault{Hard: true, Local: true, Text: "peer silent for two heartbeat intervals", Cause: c.cfg.Errors.Heartbeat}))
+			} else if silentTicks++; silentTicks >= silentTicksDead {
+				c.fail(c.faultError(Fault{Hard: true, Local: true, Text: "peer silent for 1.25 heartbeat intervals", Cause: c.cfg.Errors.Heartbeat}))
 				c.failWriteCallbacks()
 				return
 			}
@@ -242,6 +244,10 @@ func (c *Conn) writeLoop() {
 		}
 	}
 }
+
+// silentTicksDead is how many quarter-interval ticks without an octet
+// from the peer end the connection (see writeLoop).
+const silentTicksDead = 5
 
 // flush writes everything queued so far. A failed write is returned as
 // the error that ends the connection, the one its callbacks got.
