@@ -149,6 +149,7 @@ func (c *Client) Close(ctx context.Context) error {
 		g := c.gen.Load()
 		c.closeErr = g.conn.Close(ctx)
 		c.sup.Wait()
+		c.pool.retrying.Wait() // pool.end stopped the timers; a callback under way finds the client ended
 		if err := g.conn.Err(); err != nil && errors.Is(err, ErrClosed) {
 			closed = err
 		}

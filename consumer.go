@@ -55,6 +55,8 @@ type Consumer struct {
 	// once per delivery); stored with every change of o.Queue.
 	queueNow atomic.Pointer[string]
 	onGen    *generation         // the connection it was last started on
+	retry    *time.Timer         // a refused restart waits for it (consumerretry.go)
+	retries  int                 // refused restarts in a row
 	started  *Promise[*Consumer] // Client.Consume's promise: settled by the first start that succeeds, or a failure
 
 	deliveries chan *Delivery
@@ -494,10 +496,14 @@ func (ch *Channel) startConsumer(cs *Consumer, o ops.Consume, done func(error)) 
 // delivering on the same Deliveries channel (a server-named queue it
 // consumes from is followed to its new name). Deliveries received before a
 // reconnect can no longer be acknowledged (ErrStaleDelivery): the broker
-// requeued them and delivers them again. If restarting fails (the queue is
-// gone, say), the consumer ends with that error; a 406 refusal of a
-// consumer that ran before is first tried again for up to 10 s (a stream
-// on a cluster that lost a node refuses consumers for a moment). A
+// requeued them and delivers them again. If the broker refuses the restart
+// (its queue is gone, say: declared by another service that has not
+// declared it again yet), the consumer does not end: it is tried again,
+// 100 ms after the refusal and then at most every second, until it works,
+// and each refusal is reported (EventConsumerRefused); its Err stays nil
+// and its Deliveries channel open. A consumer ends only when it is
+// cancelled (by the user, or by the broker: basic.cancel), the client
+// closes, or its first start fails. A
 // consumer of a stream queue resumes at the offset after the last
 // delivery it handed over (from each delivery's x-stream-offset header),
 // whatever x-stream-offset o.Args first asked for: no gap, no duplicate.

@@ -118,6 +118,7 @@ func (p *pool) end(err error) {
 	p.up, p.parked = nil, nil
 	var waiting []*Consumer
 	for cs := range p.consumers {
+		p.stopRetryLocked(cs)
 		if ch := cs.channel(); ch == nil || ch.mux().Err() != nil {
 			waiting = append(waiting, cs)
 		}

@@ -30,6 +30,7 @@ func (p *pool) addConsumer(cs *Consumer) error {
 func (p *pool) forgetConsumer(cs *Consumer, err error) {
 	p.mu.Lock()
 	delete(p.consumers, cs)
+	p.stopRetryLocked(cs)
 	queue := cs.o.Queue
 	others := false
 	for other := range p.consumers {
@@ -45,7 +46,11 @@ func (p *pool) forgetConsumer(cs *Consumer, err error) {
 // it already runs there, has ended, or no connection is ready (then the
 // supervisor starts it once one is). It returns the broker's answer, or
 // nil if it sent nothing. It never blocks.
-func (p *pool) startOwn(cs *Consumer) *Promise[struct{}] {
+func (p *pool) startOwn(cs *Consumer) *Promise[struct{}] { return p.startOwnThen(cs, nil) }
+
+// startOwnThen is startOwn that also calls then (if set, on the reader or
+// this goroutine, without blocking) with the outcome of a start it sent.
+func (p *pool) startOwnThen(cs *Consumer, then func(error)) *Promise[struct{}] {
 	p.mu.Lock()
 	g := p.gen.Load()
 	_, registered := p.consumers[cs]
@@ -64,18 +69,26 @@ func (p *pool) startOwn(cs *Consumer) *Promise[struct{}] {
 			p.retryLater(g, err, func() { p.startOwn(cs) }, cs.end)
 			return nil
 		}
-		cs.end(err)
-		cs.started.resolve(nil, err)
+		if !cs.restarting.Load() {
+			cs.end(err)
+			cs.started.resolve(nil, err)
+		}
 		answer.resolve(struct{}{}, err)
+		if then != nil {
+			then(err)
+		}
 		return answer
 	}
 	ch.startConsumer(cs, o, func(err error) {
 		if err == nil {
 			cs.started.resolve(cs, nil)
-		} else if !cs.waitsForConnection() {
+		} else if !cs.waitsForConnection() && !cs.restarting.Load() {
 			cs.started.resolve(nil, err)
 		}
 		answer.resolve(struct{}{}, err)
+		if then != nil {
+			then(err)
+		}
 	})
 	return answer
 }
@@ -101,6 +114,9 @@ func (c *Client) recoverConsumers(g *generation, rep *Recovery) {
 	}
 	var waits []started
 	for _, cs := range list {
+		p.mu.Lock()
+		p.stopRetryLocked(cs) // this start is its retry
+		p.mu.Unlock()
 		// Only one that ran before may be refused for a passing reason.
 		cs.restarting.Store(cs.started.isSettled() && cs.Err() == nil)
 		if answer := p.startOwn(cs); answer != nil {
@@ -120,6 +136,13 @@ func (c *Client) recoverConsumers(g *generation, rep *Recovery) {
 			}
 			if w.cs.restarting.Load() && try < refusedRetries && restartMayPass(err) && g.conn.Err() == nil {
 				again = append(again, w)
+				continue
+			}
+			if w.cs.restarting.Load() && !connLost(err) {
+				// It ran before and the broker refused it now: its queue may
+				// come back. Tried again until it works (consumerretry.go).
+				p.retryConsumer(w.cs, err)
+				rep.Failed = append(rep.Failed, fmt.Errorf("amqp: recovering consumer %q on queue %q (tried again): %w", w.cs.tag, w.cs.queue(), err))
 				continue
 			}
 			if w.cs.restarting.Swap(false) && (!connLost(err) || !w.cs.waitsForConnection()) {

@@ -48,6 +48,7 @@ type pool struct {
 	consumers map[*Consumer]struct{} // Client.Consume consumers, restarted on a new connection
 	channels  map[*Channel]struct{}  // explicit channels, re-opened on a new connection
 	suspects  []*pooledOp            // to re-send one at a time (suspects.go)
+	retrying  sync.WaitGroup         // armed consumer retry timers and their callbacks (consumerretry.go)
 	isolating bool                   // a suspect is in flight or waits for a connection
 }
 

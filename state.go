@@ -57,6 +57,11 @@ const (
 	// and names the queue, the size and the limit. The connection and the
 	// consumer go on.
 	EventMessageRefused
+	// EventConsumerRefused: the broker refused to restart a Client.Consume
+	// consumer after a reconnect (Err says why: its queue is missing, say).
+	// It does not end: it is tried again after Delay (the Attempt-th
+	// time), until it works, it is cancelled, or the client closes.
+	EventConsumerRefused
 )
 
 func (k EventKind) String() string {
@@ -73,6 +78,8 @@ func (k EventKind) String() string {
 		return "closed"
 	case EventMessageRefused:
 		return "message refused"
+	case EventConsumerRefused:
+		return "consumer refused"
 	}
 	return fmt.Sprintf("EventKind(%d)", uint8(k))
 }
@@ -82,8 +89,8 @@ func (k EventKind) String() string {
 type Event struct {
 	Kind     EventKind
 	Err      error         // EventDisconnected, EventClosed: the cause; EventReconnecting: why the attempt before it failed; EventMessageRefused: what was refused
-	Attempt  int           // EventReconnecting: the round, from 1
-	Delay    time.Duration // EventReconnecting: waited before this round
+	Attempt  int           // EventReconnecting: the round, from 1; EventConsumerRefused: the retry, from 1
+	Delay    time.Duration // EventReconnecting: waited before this round; EventConsumerRefused: until the retry
 	Endpoint string        // EventConnected, EventReconnecting: the URL, without its password
 	Recovery *Recovery     // EventRecovered
 }
@@ -149,6 +156,8 @@ func (c *Client) emit(e Event) {
 		log.Info("amqp: client closed", "error", e.Err)
 	case EventMessageRefused:
 		log.Warn("amqp: message refused", "error", e.Err)
+	case EventConsumerRefused:
+		log.Warn("amqp: consumer refused; trying again", "error", e.Err, "attempt", e.Attempt, "delay", e.Delay)
 	}
 	if fn := c.cfg.onEvent; fn != nil {
 		c.dispatch.post(func() { fn(e) })
