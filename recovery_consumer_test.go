@@ -56,13 +56,7 @@ func TestRecoveryConsumerWaitsForItsQueue(t *testing.T) {
 	var refused atomic.Int32
 	drop := make(chan struct{}, 1)
 	s := fakeserver.StartWith(t, fakeserver.Options{AutoOpen: true, ReadTimeout: 20 * time.Millisecond}, queueGoneBroker(3, &refused, drop))
-	refusals := make(chan leveret.Event, 8)
-	c := dial(t, s, leveret.WithReconnect(&leveret.Backoff{Initial: time.Millisecond, Max: time.Millisecond}),
-		leveret.WithEventHandler(func(e leveret.Event) {
-			if e.Kind == leveret.EventConsumerRefused {
-				refusals <- e
-			}
-		}))
+	c, refusals := dialEvents(t, s, leveret.EventConsumerRefused)
 	cs, err := await(t, c.Consume(ops.Consume{Queue: "q"}))
 	require.NoError(t, err)
 	drop <- struct{}{} // the first connection drops
@@ -85,13 +79,7 @@ func TestRecoveryConsumerWaitingIsCancelled(t *testing.T) {
 	var refused atomic.Int32
 	drop := make(chan struct{}, 1)
 	s := fakeserver.StartWith(t, fakeserver.Options{AutoOpen: true, ReadTimeout: 20 * time.Millisecond}, queueGoneBroker(1<<30, &refused, drop))
-	refusals := make(chan leveret.Event, 64)
-	c := dial(t, s, leveret.WithReconnect(&leveret.Backoff{Initial: time.Millisecond, Max: time.Millisecond}),
-		leveret.WithEventHandler(func(e leveret.Event) {
-			if e.Kind == leveret.EventConsumerRefused {
-				refusals <- e
-			}
-		}))
+	c, refusals := dialEvents(t, s, leveret.EventConsumerRefused)
 	waiting, err := await(t, c.Consume(ops.Consume{Queue: "q"}))
 	require.NoError(t, err)
 	other, err := await(t, c.Consume(ops.Consume{Queue: "q"}))

@@ -205,3 +205,17 @@ func TestRecoveryConsumerRefusedForAMomentIsRetried(t *testing.T) {
 	require.Equal(t, "after", string(d.Body))
 	require.NoError(t, cs.Err())
 }
+
+// dialEvents dials s with a client that reconnects after 1 ms and returns
+// the events of kind it reports, in order (up to 256 unread).
+func dialEvents(t *testing.T, s *fakeserver.Server, kind leveret.EventKind, opts ...leveret.Option) (*leveret.Client, <-chan leveret.Event) {
+	t.Helper()
+	events := make(chan leveret.Event, 256)
+	c := dial(t, s, append([]leveret.Option{leveret.WithReconnect(&leveret.Backoff{Initial: time.Millisecond, Max: time.Millisecond}),
+		leveret.WithEventHandler(func(e leveret.Event) {
+			if e.Kind == kind {
+				events <- e
+			}
+		})}, opts...)...)
+	return c, events
+}

@@ -131,13 +131,7 @@ func TestRecoveryReplayRefusalDropped(t *testing.T) {
 			leakCheck(t)
 			b := &refusingBroker{text: tc.text, acceptOn: 1, drop: make(chan struct{})}
 			s := fakeserver.StartWith(t, fakeserver.Options{AutoOpen: true, ReadTimeout: 50 * time.Millisecond}, b.serve)
-			recovered := make(chan *leveret.Recovery, 4)
-			c := dial(t, s, leveret.WithReconnect(&leveret.Backoff{Initial: time.Millisecond, Max: time.Millisecond}),
-				leveret.WithEventHandler(func(e leveret.Event) {
-					if e.Kind == leveret.EventRecovered {
-						recovered <- e.Recovery
-					}
-				}))
+			c, recovered := dialEvents(t, s, leveret.EventRecovered)
 			var all []leveret.Waiter
 			for i := range 10 {
 				all = append(all, c.ExchangeDeclare(ops.ExchangeDeclare{Exchange: fmt.Sprint("x", i), Kind: "direct"}))
@@ -150,7 +144,7 @@ func TestRecoveryReplayRefusalDropped(t *testing.T) {
 			require.NoError(t, leveret.WaitAll(waitCtx(t), all...))
 
 			b.drop <- struct{}{}
-			rep := receive(t, recovered, "EventRecovered")
+			rep := receive(t, recovered, "EventRecovered").Recovery
 			require.Equal(t, tc.conns, b.conns.Load(), "connections")
 			require.Equal(t, 20, rep.Exchanges)
 			require.Equal(t, 10, rep.Queues)
@@ -160,7 +154,7 @@ func TestRecoveryReplayRefusalDropped(t *testing.T) {
 			refused := b.refused.Load()
 
 			b.drop <- struct{}{} // the record no longer holds it
-			rep = receive(t, recovered, "EventRecovered")
+			rep = receive(t, recovered, "EventRecovered").Recovery
 			require.Empty(t, rep.Failed)
 			require.Equal(t, refused, b.refused.Load())
 			require.NoError(t, c.Err())
@@ -193,13 +187,7 @@ func TestRecoveryRefusedQosNotReapplied(t *testing.T) {
 			return false, c.Send(ch, &proto.BasicQosOk{})
 		})
 	})
-	recovered := make(chan struct{}, 4)
-	c := dial(t, s, leveret.WithReconnect(&leveret.Backoff{Initial: time.Millisecond, Max: time.Millisecond}),
-		leveret.WithEventHandler(func(e leveret.Event) {
-			if e.Kind == leveret.EventRecovered {
-				recovered <- struct{}{}
-			}
-		}))
+	c, recovered := dialEvents(t, s, leveret.EventRecovered)
 	ch, err := c.Channel(waitCtx(t))
 	require.NoError(t, err)
 	_, err = await(t, ch.Qos(ops.Qos{PrefetchCount: 10}))

@@ -74,13 +74,7 @@ func TestRecoveryTxLostOnlyIfItDidSomething(t *testing.T) {
 	var rollbacks atomic.Int32
 	drop := make(chan struct{})
 	s := fakeserver.StartWith(t, fakeserver.Options{ReadTimeout: 20 * time.Millisecond}, serveTx(&rollbacks, drop))
-	recovered := make(chan struct{}, 4)
-	c := dial(t, s, leveret.WithReconnect(&leveret.Backoff{Initial: time.Millisecond, Max: time.Millisecond}),
-		leveret.WithEventHandler(func(e leveret.Event) {
-			if e.Kind == leveret.EventRecovered {
-				recovered <- struct{}{}
-			}
-		}))
+	c, recovered := dialEvents(t, s, leveret.EventRecovered)
 	ch, err := c.Channel(waitCtx(t))
 	require.NoError(t, err)
 	_, err = await(t, ch.TxSelect())
