@@ -38,10 +38,12 @@ type ReconnectPolicy interface {
 
 // Backoff is an exponential ReconnectPolicy with jitter: the n-th delay is
 // drawn uniformly from [d/2, d] where d = Initial·2ⁿ, capped at Max. The
-// default policy is Backoff{Initial: 100 ms, Max: 10 s} with no attempt limit.
+// default policy is Backoff{Initial: 100 ms, Max: 1 s} with no attempt
+// limit: a client dials at most twice a second however long the broker is
+// away, and is back within a second of its return.
 type Backoff struct {
 	Initial     time.Duration // first delay; 0 means 100 ms
-	Max         time.Duration // largest delay; 0 means 10 s
+	Max         time.Duration // largest delay; 0 means 1 s
 	MaxAttempts int           // rounds after which Next gives up; 0: never
 
 	attempt int
@@ -57,7 +59,7 @@ func (b *Backoff) Next() (time.Duration, bool) {
 		initial = 100 * time.Millisecond
 	}
 	if ceiling <= 0 {
-		ceiling = 10 * time.Second
+		ceiling = time.Second
 	}
 	d := initial
 	for i := 0; i < b.attempt && d < ceiling; i++ {
@@ -72,7 +74,7 @@ func (b *Backoff) Next() (time.Duration, bool) {
 func (b *Backoff) Reset() { b.attempt = 0 }
 
 // WithReconnect replaces the reconnect policy (default: Backoff with 100 ms
-// doubling to 10 s, no attempt limit); nil turns retrying off, so that Dial
+// doubling to 1 s, no attempt limit); nil turns retrying off, so that Dial
 // tries each endpoint once and a connection that drops ends the client
 // (Done, Err) instead of being recovered. Failures not worth retrying end
 // Dial, or a reconnect, at once:

@@ -44,7 +44,7 @@ func TestRecoveryPolicyResetOnlyAfterServing(t *testing.T) {
 		case n == quick+2:
 			time.Sleep(stableFor) // serves, then drops
 		case n == quick+3:
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(300 * time.Millisecond) // recovered by then, well under a second
 			c.Send(0, &proto.ConnectionClose{ReplyCode: uint16(proto.ConnectionForced), ReplyText: "CONNECTION_FORCED - closed by an operator"})
 			readUntilClose(c)
 		}
@@ -84,6 +84,6 @@ func TestRecoveryPolicyResetOnlyAfterServing(t *testing.T) {
 	require.NoError(t, c.Err())
 }
 
-// stableFor is a little over the time a connection must serve for its
+// stableFor is comfortably over the time a connection must serve for its
 // loss to reset the reconnect policy (one second).
-const stableFor = 1200 * time.Millisecond
+const stableFor = 1500 * time.Millisecond

@@ -23,7 +23,7 @@ import (
 // confirmed publish and to the next delivery, and, at the end (lc1 back),
 // the messages lost (confirmed but never consumed nor left in the queue)
 // and the duplicate deliveries. leveret is given the three URLs;
-// amqp091-go v1.16 takes one URL (lc1's) and recovers with its defaults:
+// amqp091-go v1.17.0 takes one URL (lc1's) and recovers with its defaults:
 // it cannot fail over, only retry that node.
 
 const (
@@ -247,7 +247,7 @@ func failoverAll(ctx context.Context, e *env) (string, error) {
 func failoverSection(runs []failoverRun) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "\n### Failover: the connected node of a 3-node cluster stops for %v\n\n", failoverHold)
-	b.WriteString("A quorum queue led by lc1; a confirmed publishing loop (one in flight) and an acking consumer (prefetch 100) on a client connected to lc1; then `stop_app` on lc1. Resumed = from stop_app returning to the next confirmed publish / delivery while lc1 is down. Lost = confirmed, never consumed and not left in the queue. leveret has the three URLs; amqp091-go v1.16 takes one URL, so it can only retry lc1 (default recovery: 5 attempts 5 s apart).\n\n")
+	b.WriteString("A quorum queue led by lc1; a confirmed publishing loop (one in flight) and an acking consumer (prefetch 100) on a client connected to lc1; then `stop_app` on lc1. Resumed = from stop_app returning to the next confirmed publish / delivery while lc1 is down. Lost = confirmed, never consumed and not left in the queue. leveret has the three URLs; amqp091-go v1.17.0 takes one URL, so it can only retry lc1 (default recovery: 5 attempts 5 s apart).\n\n")
 	b.WriteString("| client | publishing resumed | consuming resumed | confirmed | lost | duplicate deliveries |\n|---|---|---|---|---|---|\n")
 	show := func(d time.Duration) string {
 		if d == 0 {

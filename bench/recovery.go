@@ -24,7 +24,7 @@ import (
 // publish confirmed after it, and at the end the messages lost (confirmed
 // to the loop but not in the queue) and duplicated. Each client runs with
 // its library's default recovery: leveret's (on by default) and
-// amqp091-go v1.16's Config.Recovery with its defaults (fixed 5 s retry
+// amqp091-go v1.17.0's Config.Recovery with its defaults (fixed 5 s retry
 // interval, 5 attempts). The loop code each needs is counted in
 // recoveryUserLines.
 
