@@ -360,7 +360,13 @@ func (p *pool) publish(ctx context.Context, o *ops.Publish, prom *Promise[struct
 	if o.Exchange == "" {
 		key = entityKey('q', o.RoutingKey)
 	}
-	pub.op.keys = [2]string{key}
+	// Every client-level publish goes to one pooled channel, behind the
+	// publishes issued before it, whatever its exchange: publishes issued
+	// one after another arrive in that order (code ported from amqp091-go
+	// relies on channel order), also across a failing publish and a
+	// reconnect, which re-send in tag order. Its entity still orders it
+	// after a declare or bind on another channel.
+	pub.op.keys = [2]string{publishStream, key}
 	pub.pool = p
 	p.mu.Lock()
 	ready := p.enlistLocked(&pub.op)
@@ -407,6 +413,10 @@ func (p *pool) sendPub(pub *clientPub) error {
 	}
 	return err
 }
+
+// publishStream is the ordering key all client-level publishes share (it
+// names no entity): it puts them on one pooled channel, in issue order.
+const publishStream = "p:"
 
 // errWaiting is sendPub's report that a publish waits for operations it
 // must not overtake (see pool.waitsBehind); it is sent from there.
