@@ -3,7 +3,9 @@
 //
 // # The model
 //
-// Dial opens one connection (a *Client). Every operation on it (declare,
+// Dial returns a *Client: a connection the client replaces by itself when
+// it drops (reconnecting and recovering what it declared and consumed;
+// see WithReconnect). Every operation on it (declare,
 // bind, publish, get, consume, ack, qos, confirm, tx) returns a *Promise[T]
 // at once, without waiting for the broker; the connection's reader
 // goroutine settles the promise when the reply arrives, and the caller
@@ -101,10 +103,11 @@
 //
 // # Goroutines
 //
-// A connection runs a reader and a writer (which also sends heartbeats),
-// plus, while there is work for them, a dispatcher for OnReturn, OnConfirm
-// and OnClose handlers and one pump per consumer whose deliveries overflow
-// its buffer. No goroutine per operation, promise or message; user code
-// never runs on the reader. A failed Dial leaves none behind and
-// Client.Close joins them all.
+// A connection runs a reader and a writer (which also sends heartbeats);
+// the client runs a supervisor that reconnects, plus, while there is work
+// for them, a dispatcher for handlers, hooks and events, one pump per
+// consumer whose deliveries overflow its buffer, and a timer callback per
+// consumer waiting for its queue after a reconnect. No goroutine per
+// operation, promise or message; user code never runs on the reader. A
+// failed Dial leaves none behind and Client.Close joins them all.
 package leveret
