@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync/atomic"
-	"time"
 
 	"github.com/leveret-mq/leveret/internal/mux"
 	"github.com/leveret-mq/leveret/internal/proto"
@@ -106,11 +105,16 @@ func (ch *Channel) live(ctx context.Context) (*mux.Channel, error) {
 		case ended:
 			return nil, endErr
 		case up == nil:
-			// The link ended and the reader has not told the channel yet.
+			// The link ended and the reader has not told the channel yet:
+			// wait until it has (then up is set, or the channel ended).
 			if !ch.c.pool.reconnects() {
 				return mc, nil
 			}
-			time.Sleep(time.Millisecond)
+			select {
+			case <-mc.Ended():
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
 			continue
 		}
 		select {

@@ -60,6 +60,10 @@ type Channel struct {
 	c  *Conn
 	h  Handler
 
+	// ended is closed once the channel has ended and its handler's Closed
+	// has returned (see Ended).
+	ended chan struct{}
+
 	mu      sync.Mutex
 	pending []*Request // awaiting replies, oldest first; nil where one was matched early
 	held    []*Request // sends waiting behind a barrier
@@ -128,7 +132,7 @@ func (c *Conn) NewChannel(h Handler) *Channel {
 	if h == nil {
 		h = nopHandler{}
 	}
-	return &Channel{c: c, h: h}
+	return &Channel{c: c, h: h, ended: make(chan struct{})}
 }
 
 // Open allocates a channel number, registers the channel with the reader
@@ -190,6 +194,11 @@ func (c *Conn) release(ch *Channel) {
 	}
 	c.cmu.Unlock()
 }
+
+// Ended is closed once the channel has ended (Err is set) and its
+// handler's Closed has returned: an owner that sees Err set can wait here
+// for its handler to have been told, instead of polling.
+func (ch *Channel) Ended() <-chan struct{} { return ch.ended }
 
 // Err is nil while the channel is open, then the reason it ended.
 func (ch *Channel) Err() error {

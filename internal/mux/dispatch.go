@@ -345,6 +345,7 @@ func (ch *Channel) endLocked(err error) (pending, held []*Request, ended bool) {
 // first, if set, runs after the handler and before the other requests.
 func (ch *Channel) finish(err error, failed *proto.MethodID, first func(), pending, held []*Request) {
 	ch.h.Closed(err)
+	close(ch.ended)
 	if first != nil {
 		first()
 	}
