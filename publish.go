@@ -2,6 +2,7 @@ package leveret
 
 import (
 	"context"
+	"errors"
 	"fmt"
 
 	"github.com/leveret-mq/leveret/internal/mux"
@@ -61,9 +62,9 @@ func (ch *Channel) hookedPublish(ctx context.Context, h *hookSet, o ops.Publish,
 // while it is suspended. (In confirm mode mux counts the publishes, see
 // reopen.)
 func (ch *Channel) publish(ctx context.Context, m *proto.BasicPublish, msg *ops.Message, written func(error)) error {
-	mc := ch.mux()
+	l := ch.cur.Load()
 	for {
-		err := mc.Publish(ctx, m, msg, written)
+		err := l.mc.Publish(ctx, m, msg, written)
 		if err == nil {
 			if ch.txMode.Load() && !ch.txPublished.Load() {
 				ch.txPublished.Store(true) // the transaction now has something to lose
@@ -72,13 +73,32 @@ func (ch *Channel) publish(ctx context.Context, m *proto.BasicPublish, msg *ops.
 		}
 		// Refused because the connection dropped: nothing was sent, so it
 		// goes out on the re-opened channel once there is one.
-		if !ch.recovers || ctx.Err() != nil || !ch.connectionLost() {
+		if !ch.recovers || ctx.Err() != nil || !ch.lostWith(ctx, l, err) {
 			return err
 		}
-		if mc, err = ch.live(ctx); err != nil {
+		if _, err = ch.live(ctx); err != nil {
 			return err
+		}
+		l = ch.cur.Load()
+	}
+}
+
+// lostWith reports whether err, which a send on link l met, says that l's
+// connection dropped and the client replaces it. It asks of l, not of the
+// Channel's current link: that may be a new one already, re-opened in the
+// meantime. A *ConnectionError can come a moment before the connection's
+// end is complete (fail refuses output first), so it waits for that, under
+// ctx.
+func (ch *Channel) lostWith(ctx context.Context, l *link, err error) bool {
+	var ce *ConnectionError
+	if errors.As(err, &ce) && ch.c.pool.reconnects() {
+		select {
+		case <-l.gen.conn.Dead():
+		case <-ctx.Done():
+			return false
 		}
 	}
+	return l.lost()
 }
 
 // Send publishes like Publish but without a promise, for callers that
