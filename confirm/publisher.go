@@ -218,9 +218,21 @@ func (p *Publisher) Close(ctx context.Context) error {
 	p.mu.Unlock()
 	p.cancel()
 	p.republisher.Wait()
-	p.Flush(ctx) // its error is the channel's end or ctx's, which ch.Close reports too
+	// Flush's error is the channel's end (Err reports it) or ctx's. The
+	// channel's close may still be confirmed in time with an ended ctx (a
+	// settled promise answers before its ctx is looked at), so ctx running
+	// out while publishes were in flight is reported from here.
+	flushed := p.Flush(ctx)
 	if err := p.ch.Close(ctx); err != nil {
 		return err
+	}
+	if flushed != nil && ctx.Err() != nil {
+		p.mu.Lock()
+		if p.err == nil {
+			p.err = errClosed
+		}
+		p.mu.Unlock()
+		return ctx.Err()
 	}
 	// The channel has ended. Confirmations that came before its end may
 	// still wait on the dispatcher, so the handler (OnClose) fails what is
