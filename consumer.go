@@ -243,6 +243,12 @@ func (cs *Consumer) end(err error) {
 		if cs.own {
 			cs.c.pool.forgetConsumer(cs, err)
 		}
+		if err != nil {
+			// Cancelled by the broker or on overflow, or the channel ended:
+			// its channel's close is queued before Done closes, so an ack
+			// made after Done fails locally instead of racing the close.
+			cs.closeOwn()
+		}
 		cs.err = err
 		// done before deliveries: a reader that sees the range end must
 		// already see Err.
@@ -253,9 +259,6 @@ func (cs *Consumer) end(err error) {
 			close(cs.deliveries)
 		}
 		cs.ovMu.Unlock()
-		if err != nil {
-			cs.closeOwn() // cancelled by the broker, or the channel ended
-		}
 	})
 }
 
