@@ -183,10 +183,11 @@ func (ch *Channel) async(l *link, m proto.Method, msg *ops.Message) {
 // reader goroutine. l may not be the Channel's link yet: a re-open the
 // broker refuses ends the Channel with the refusal.
 func (ch *Channel) closed(l *link, err error) {
-	if l.lost() {
+	lost := l.lost()
+	if lost {
 		ch.dropStaleDeliveries()
 	}
-	if ch.recovers && l.lost() {
+	if ch.recovers && lost {
 		ch.suspend(err) // re-opened on the next connection (reopen)
 		return
 	}

@@ -184,17 +184,16 @@ func (c *Client) Channel(ctx context.Context) (*Channel, error) {
 			return nil, err
 		}
 		ch, err := c.channelOn(ctx, g)
-		if err == nil || ctx.Err() != nil || !connLost(err) || !c.pool.reconnects() {
+		switch {
+		case err == nil || ctx.Err() != nil:
 			return ch, err
+		case !c.droppedWith(ctx, g, err):
+			if ctx.Err() != nil {
+				return nil, ctx.Err()
+			}
+			return nil, err
 		}
-		// g dropped during the open (its end may still be under way: a
-		// send can fail a moment before Dead is closed): the next
-		// connection gets it.
-		select {
-		case <-g.conn.Dead():
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
+		// g dropped during the open: the next connection gets it.
 	}
 }
 

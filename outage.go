@@ -22,6 +22,23 @@ func connLost(err error) bool {
 	return errors.Is(err, errOffline) || isConnectionError(err)
 }
 
+// droppedWith reports whether err, which an operation on g met, says that
+// g's connection has ended and the client replaces it. A *ConnectionError
+// can come a moment before that end is complete (fail refuses output
+// before Dead closes), so it waits for Dead, under ctx (false if ctx ends
+// first).
+func (c *Client) droppedWith(ctx context.Context, g *generation, err error) bool {
+	var ce *ConnectionError
+	if errors.As(err, &ce) && c.pool.reconnects() {
+		select {
+		case <-g.conn.Dead():
+		case <-ctx.Done():
+			return false
+		}
+	}
+	return g.conn.Err() != nil && c.pool.reconnects()
+}
+
 // retryLater runs run on the next connection if the client reconnects:
 // at once if a newer one than seen is ready already, else once it is. If
 // the client does not reconnect (WithReconnect(nil)) or has ended, fail

@@ -2,7 +2,6 @@ package leveret
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/leveret-mq/leveret/internal/mux"
@@ -73,7 +72,9 @@ func (ch *Channel) publish(ctx context.Context, m *proto.BasicPublish, msg *ops.
 		}
 		// Refused because the connection dropped: nothing was sent, so it
 		// goes out on the re-opened channel once there is one.
-		if !ch.recovers || ctx.Err() != nil || !ch.lostWith(ctx, l, err) {
+		// Asked of l, not the Channel's current link: that may be a new
+		// one already, re-opened in the meantime.
+		if !ch.recovers || ctx.Err() != nil || !ch.c.droppedWith(ctx, l.gen, err) {
 			return err
 		}
 		if _, err = ch.live(ctx); err != nil {
@@ -81,24 +82,6 @@ func (ch *Channel) publish(ctx context.Context, m *proto.BasicPublish, msg *ops.
 		}
 		l = ch.cur.Load()
 	}
-}
-
-// lostWith reports whether err, which a send on link l met, says that l's
-// connection dropped and the client replaces it. It asks of l, not of the
-// Channel's current link: that may be a new one already, re-opened in the
-// meantime. A *ConnectionError can come a moment before the connection's
-// end is complete (fail refuses output first), so it waits for that, under
-// ctx.
-func (ch *Channel) lostWith(ctx context.Context, l *link, err error) bool {
-	var ce *ConnectionError
-	if errors.As(err, &ce) && ch.c.pool.reconnects() {
-		select {
-		case <-l.gen.conn.Dead():
-		case <-ctx.Done():
-			return false
-		}
-	}
-	return l.lost()
 }
 
 // Send publishes like Publish but without a promise, for callers that

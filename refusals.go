@@ -87,14 +87,8 @@ func (c *Client) replayIsolating(g *generation, items []replayItem) ([]proto.Met
 	replies := make([]proto.Method, len(items))
 	errs := make([]error, len(items))
 	run := func(idx []int) {
-		batch := make([]replayItem, len(idx))
-		for k, i := range idx {
-			batch[k] = items[i]
-		}
-		r, e, blames := c.replay(g, batch)
-		for k, i := range idx {
-			replies[i], errs[i] = r[k], e[k]
-			c.applyBlame(items[i], blames[k], e[k])
+		for k, blame := range c.replayAt(g, items, idx, replies, errs) {
+			c.applyBlame(items[idx[k]], blame, errs[idx[k]])
 		}
 	}
 	run(plain)

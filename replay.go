@@ -70,15 +70,23 @@ func (c *Client) retryLocked(g *generation, items []replayItem, replies []proto.
 		if len(idx) == 0 || sleepCtx(c.supCtx, refusedRetryEvery) != nil {
 			return
 		}
-		again := make([]replayItem, len(idx))
-		for k, i := range idx {
-			again[k] = items[i]
-		}
-		r, e, _ := c.replay(g, again)
-		for k, i := range idx {
-			replies[i], errs[i] = r[k], e[k]
-		}
+		c.replayAt(g, items, idx, replies, errs)
 	}
+}
+
+// replayAt replays the items at idx and puts each answer in replies and
+// errs at its item's place; it returns what a close blamed each for, in
+// idx's order.
+func (c *Client) replayAt(g *generation, items []replayItem, idx []int, replies []proto.Method, errs []error) []mux.Blame {
+	batch := make([]replayItem, len(idx))
+	for k, i := range idx {
+		batch[k] = items[i]
+	}
+	r, e, blames := c.replay(g, batch)
+	for k, i := range idx {
+		replies[i], errs[i] = r[k], e[k]
+	}
+	return blames
 }
 
 // replay sends items pipelined on a channel of g and waits for every

@@ -99,10 +99,9 @@ func (c *Conn) backlogLimit() int64 { return int64(c.cfg.WriteLimit) + maxReader
 // back up in its socket (TCP backpressure), as ours do in it. The silence
 // is ours, so the heartbeat check does not count it against the peer;
 // a peer that has stopped reading for good fails the writer's deadline.
-func (c *Conn) waitBacklog() error {
-	c.readerHeld.Store(true)
-	defer c.readerHeld.Store(false)
-	return c.waitRoom(nil)
+func (c *Conn) waitBacklog() (err error) {
+	c.HoldReader(func() { err = c.waitRoom(nil) })
+	return err
 }
 
 // decodeChannelMethod decodes a method frame for ch. basic.deliver, the

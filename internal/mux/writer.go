@@ -137,6 +137,10 @@ func (c *Conn) WaitPublishRoom(ctx context.Context) error {
 // a queue back under backlogLimit, or the connection's end. It returns the
 // connection's error once nothing more can be written.
 func (c *Conn) waitRoom(ctx context.Context) error {
+	var stop <-chan struct{} = c.dead
+	if ctx != nil {
+		stop = ctx.Done()
+	}
 	for {
 		c.wmu.Lock()
 		if c.werr != nil {
@@ -151,17 +155,12 @@ func (c *Conn) waitRoom(ctx context.Context) error {
 		c.roomWaiters = true
 		room := c.room
 		c.wmu.Unlock()
-		if ctx == nil {
-			select {
-			case <-room:
-			case <-c.dead:
-				return c.deadErr
-			}
-			continue
-		}
 		select {
 		case <-room:
-		case <-ctx.Done():
+		case <-stop:
+			if ctx == nil {
+				return c.deadErr
+			}
 			return ctx.Err()
 		}
 	}
