@@ -40,6 +40,9 @@ test: broker cluster
 		exit $$rc; \
 	fi
 	$(GO) test -race -count=1 -timeout 30m -v $$($(GO) list ./... | grep -v /tests/cluster)
+	@# The recovery's step-kill harness (recovery_steps_test.go), 20 runs in a row: the connection
+	@# that recovers is killed at each step in turn; timing varies which step is which.
+	$(GO) test -race -count=20 -timeout 10m -run '^TestRecoveryStepKill$$' .
 	@# The cluster tests stop and start nodes and time the failover: they run on their own, after
 	@# the rest, so that no other package competes with them for the two cores.
 	$(GO) test -race -count=1 -timeout 15m -v ./tests/cluster

@@ -203,14 +203,18 @@ func (ch *Channel) end(err error) {
 		ch.endErr = err
 		close(ch.done)
 	})
-	// The client reconnects: deliveries of this channel are stale, and a
-	// Client.Consume consumer waits for the next connection.
+	// The client reconnects: deliveries of this channel are stale. A
+	// Client.Consume consumer's fate is startFailed's (it runs again on
+	// another channel unless the client ends); an explicit channel's
+	// consumers end with it.
 	reconnects := ch.connectionLost()
 	ch.mu.Lock()
 	consumers := make([]*Consumer, 0, len(ch.consumers))
+	var own []*Consumer
 	for tag, cs := range ch.consumers {
-		if cs.own && (reconnects || cs.restarting.Load()) {
-			delete(ch.consumers, tag) // restarted by recoverConsumers
+		delete(ch.consumers, tag)
+		if cs.own {
+			own = append(own, cs)
 			continue
 		}
 		consumers = append(consumers, cs)
@@ -232,6 +236,9 @@ func (ch *Channel) end(err error) {
 	}
 	for _, cs := range consumers {
 		cs.end(err)
+	}
+	for _, cs := range own {
+		cs.startFailed(err)
 	}
 	if ch.pubs != nil {
 		ch.c.pool.publishesEnded(ch, err)

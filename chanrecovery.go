@@ -126,9 +126,10 @@ func (ch *Channel) live(ctx context.Context) (*mux.Channel, error) {
 }
 
 // reopen opens ch again on g and re-applies its set-up, then swaps it in.
-// It runs on the supervisor. It returns the consumers' answers and an
-// error if the channel could not be re-opened.
-func (ch *Channel) reopen(g *generation) ([]*Promise[struct{}], error) {
+// It runs on the supervisor. It returns the answers to wait for (each
+// set-up step's and consumer's) and an error if the channel could not be
+// re-opened.
+func (ch *Channel) reopen(g *generation) ([]reopenStep, error) {
 	// The old link's AMQP channel has ended with its connection, so its
 	// count of publishes is final: a publish still returning from it is
 	// counted, one it refused is not (a count kept up here, after Publish
@@ -144,57 +145,68 @@ func (ch *Channel) reopen(g *generation) ([]*Promise[struct{}], error) {
 		}
 		return nil, err
 	}
-	call := func(m proto.Method, done func(error)) {
-		if err := mc.Call(&mux.Request{Method: m, Done: func(_ proto.Method, _ *ops.Message, err error) { done(err) }}); err != nil {
-			done(err)
+	var steps []reopenStep
+	call := func(what string, consumer bool, r *mux.Request) bool {
+		answer := newPromise[struct{}]()
+		steps = append(steps, reopenStep{what, consumer, answer})
+		done := r.Done
+		r.Done = func(reply proto.Method, msg *ops.Message, err error) {
+			if done != nil {
+				done(reply, msg, err)
+			}
+			answer.resolve(struct{}{}, err)
 		}
+		if err := mc.Call(r); err != nil {
+			// The new link has ended already (its end, on the reader,
+			// suspends or ends the channel and so its consumers): nothing
+			// more can go out on it.
+			answer.resolve(struct{}{}, err)
+			return false
+		}
+		return true
 	}
-	ignore := func(error) {} // a failure closes the channel; its end reports it
 	ch.mu.Lock()
 	if ch.ended {
 		ch.mu.Unlock()
 		mc.Close(func(error) {})
 		return nil, ch.endErr
 	}
+	// A refused set-up step closes the channel: its end reports it.
+	ok := true
 	for _, q := range ch.qos {
-		if q != nil {
-			call(&proto.BasicQos{PrefetchCount: q.PrefetchCount, PrefetchSize: q.PrefetchSize, Global: q.Global}, ignore)
+		if q != nil && ok {
+			ok = call("re-applying basic.qos", false, &mux.Request{Method: &proto.BasicQos{PrefetchCount: q.PrefetchCount, PrefetchSize: q.PrefetchSize, Global: q.Global}})
 		}
 	}
-	if ch.confirming.Load() {
-		call(&proto.ConfirmSelect{}, ignore)
+	if ch.confirming.Load() && ok {
+		ok = call("re-selecting confirm mode", false, &mux.Request{Method: &proto.ConfirmSelect{}})
 	}
-	if ch.tx {
-		call(&proto.TxSelect{}, ignore)
+	if ch.tx && ok {
+		ok = call("re-selecting transaction mode", false, &mux.Request{Method: &proto.TxSelect{}})
 	}
-	var answers []*Promise[struct{}]
 	for _, cs := range ch.consumers {
-		answer := newPromise[struct{}]()
-		answers = append(answers, answer)
+		if !ok {
+			break
+		}
 		o := cs.restartOptions(cs.o)
 		if o.Prefetch > 0 {
-			call(&proto.BasicQos{PrefetchCount: o.Prefetch}, ignore)
+			if ok = call("re-applying a consumer's prefetch", false, &mux.Request{Method: &proto.BasicQos{PrefetchCount: o.Prefetch}}); !ok {
+				break
+			}
 		}
 		// Tag: consume-ok is matched by consumer tag. A refusal by the
 		// broker ends the consumer; a restart the connection's drop cut
 		// short does not: the channel is suspended with its consumers, and
-		// the next connection restarts them. (Done runs on the reader,
-		// without ch.mu.)
-		if err := mc.Call(&mux.Request{Method: &proto.BasicConsume{Queue: o.Queue, ConsumerTag: cs.tag, NoLocal: o.NoLocal,
+		// the next connection restarts them (startFailed). Done runs on the
+		// reader, without ch.mu; ending cs here, under ch.mu, would
+		// deadlock, as Consumer.end takes ch.mu.
+		ok = call(fmt.Sprintf("restarting consumer %q", cs.tag), true, &mux.Request{Method: &proto.BasicConsume{Queue: o.Queue, ConsumerTag: cs.tag, NoLocal: o.NoLocal,
 			NoAck: o.NoAck, Exclusive: o.Exclusive, Arguments: o.Args}, Tag: cs.tag,
 			Done: func(_ proto.Method, _ *ops.Message, err error) {
-				if err != nil && !connLost(err) {
-					cs.end(err)
+				if err != nil {
+					cs.startFailed(err)
 				}
-				answer.resolve(struct{}{}, err)
-			}}); err != nil {
-			// The new link has ended already (its end, on the reader,
-			// suspends or ends the channel and so its consumers): nothing
-			// more can go out on it. Ending cs here, under ch.mu, would
-			// deadlock (Consumer.end takes ch.mu).
-			answer.resolve(struct{}{}, err)
-			break
-		}
+			}})
 	}
 	ch.cur.Store(l)
 	lost, fn := ch.lost, ch.onReopen
@@ -202,7 +214,7 @@ func (ch *Channel) reopen(g *generation) ([]*Promise[struct{}], error) {
 		// g dropped already, and the new link's end found the old link in
 		// place: it stays suspended for the next connection.
 		ch.mu.Unlock()
-		return answers, mc.Err()
+		return steps, mc.Err()
 	}
 	ch.lost = nil
 	if ch.up != nil {
@@ -213,7 +225,15 @@ func (ch *Channel) reopen(g *generation) ([]*Promise[struct{}], error) {
 	if fn != nil {
 		ch.c.dispatch.post(func() { fn(lost, lastTag) })
 	}
-	return answers, nil
+	return steps, nil
+}
+
+// reopenStep is one answer a re-opened channel waits for: a set-up step
+// (qos, confirm or tx mode) or a consumer's restart.
+type reopenStep struct {
+	what     string
+	consumer bool
+	answer   *Promise[struct{}]
 }
 
 // addChannel registers an explicit channel for re-opening.
@@ -239,7 +259,7 @@ func (c *Client) recoverChannels(g *generation, rep *Recovery) {
 		list = append(list, ch)
 	}
 	p.mu.Unlock()
-	var answers []*Promise[struct{}]
+	var steps []reopenStep
 	for _, ch := range list {
 		ch.mu.Lock()
 		suspended := ch.lost != nil && !ch.ended
@@ -253,14 +273,19 @@ func (c *Client) recoverChannels(g *generation, rep *Recovery) {
 			continue
 		}
 		rep.Channels++
-		answers = append(answers, a...)
+		steps = append(steps, a...)
 	}
-	for _, a := range answers {
-		if _, err := waitRecovery(c, a); err != nil {
-			rep.Failed = append(rep.Failed, fmt.Errorf("amqp: restarting a consumer on a re-opened channel: %w", err))
+	// Recovered is reported only once every step was answered: a step the
+	// connection's drop cut short is not done, and the supervisor sees the
+	// drop.
+	for _, s := range steps {
+		if _, err := waitRecovery(c, s.answer); err != nil {
+			rep.Failed = append(rep.Failed, fmt.Errorf("amqp: %s on a re-opened channel: %w", s.what, err))
 			continue
 		}
-		rep.Consumers++
+		if s.consumer {
+			rep.Consumers++
+		}
 	}
 }
 

@@ -62,7 +62,7 @@ type Consumer struct {
 	deliveries chan *Delivery
 	done       chan struct{}
 	streamNext atomic.Int64 // a stream's offset to resume from, 0 if none seen (streamoffset.go)
-	restarting atomic.Bool  // recoverConsumers is restarting it: a refused start does not end it
+	ran        atomic.Bool  // the broker confirmed a start of it once (consumerstart.go)
 
 	// Reader goroutine only.
 	cancelling bool
@@ -444,8 +444,8 @@ func (cs *Consumer) queue() string { return *cs.queueNow.Load() }
 
 // startConsumer issues basic.consume for cs on ch (after basic.qos if
 // o.Prefetch is set) and reports the broker's answer to done: nil on
-// consume-ok. It never blocks. A failure ends cs, except a lost connection
-// under a Client.Consume consumer the client will restart.
+// consume-ok. It never blocks. What a failure means for cs is
+// startFailed's to decide.
 func (ch *Channel) startConsumer(cs *Consumer, o ops.Consume, done func(error)) {
 	ch.mu.Lock()
 	if _, dup := ch.consumers[cs.tag]; dup {
@@ -460,9 +460,7 @@ func (ch *Channel) startConsumer(cs *Consumer, o ops.Consume, done func(error)) 
 	ch.mu.Unlock()
 
 	fail := func(err error) {
-		if !(connLost(err) && cs.waitsForConnection()) && !cs.restarting.Load() {
-			cs.end(err)
-		}
+		cs.startFailed(err)
 		done(err)
 	}
 	if o.Prefetch > 0 {
@@ -480,6 +478,7 @@ func (ch *Channel) startConsumer(cs *Consumer, o ops.Consume, done func(error)) 
 				fail(err)
 				return
 			}
+			cs.ran.Store(true)
 			done(nil)
 		}})
 	if err != nil {
@@ -522,3 +521,4 @@ func (c *Client) Consume(o ops.Consume) *Promise[*Consumer] {
 	c.pool.afterPending(entityKey('q', o.Queue), func() { c.pool.startOwn(cs) })
 	return p
 }
+

@@ -61,17 +61,7 @@ func (p *pool) retryFire(cs *Consumer) {
 	}
 	cs.retry, cs.onGen = nil, nil
 	p.mu.Unlock()
-	p.startOwnThen(cs, func(err error) {
-		switch {
-		case err == nil:
-			p.mu.Lock()
-			cs.retries = 0
-			p.mu.Unlock()
-			cs.restarting.Store(false)
-		case !connLost(err):
-			p.retryConsumer(cs, err)
-		}
-	})
+	p.startOwn(cs) // a refusal arms the timer again (startFailed)
 }
 
 // stopRetryLocked stops cs's retry timer, if armed. Callers hold p.mu.

@@ -161,7 +161,8 @@ func TestRecoveryStreamConsumerResumesAfterLastOffset(t *testing.T) {
 // A consumer that ran before the drop and is refused with 406 on the new
 // connection for a moment (as RabbitMQ refuses a stream consumer on a node
 // that does not know the stream's members yet) is started again and keeps
-// its Deliveries channel; the recovery reports it recovered.
+// its Deliveries channel; the recovery reports it tried again, and each
+// refusal comes as an EventConsumerRefused.
 func TestRecoveryConsumerRefusedForAMomentIsRetried(t *testing.T) {
 	leakCheck(t)
 	var conns atomic.Int32
@@ -189,18 +190,26 @@ func TestRecoveryConsumerRefusedForAMomentIsRetried(t *testing.T) {
 		c.Serve()
 	})
 	recovered := make(chan *leveret.Recovery, 1)
+	refused := make(chan error, 2)
 	client := dial(t, s, leveret.WithReconnect(&leveret.Backoff{Initial: time.Millisecond, Max: time.Millisecond}),
 		leveret.WithEventHandler(func(e leveret.Event) {
-			if e.Kind == leveret.EventRecovered {
+			switch e.Kind {
+			case leveret.EventRecovered:
 				recovered <- e.Recovery
+			case leveret.EventConsumerRefused:
+				refused <- e.Err
 			}
 		}))
 	cs, err := await(t, client.Consume(ops.Consume{Queue: "q"}))
 	require.NoError(t, err)
 	kick <- struct{}{}
 	rep := receive(t, recovered, "recovery")
-	require.Empty(t, rep.Failed)
-	require.Equal(t, 1, rep.Consumers)
+	require.Len(t, rep.Failed, 1)
+	require.ErrorContains(t, rep.Failed[0], "tried again")
+	require.ErrorIs(t, rep.Failed[0], leveret.ErrPreconditionFailed)
+	for range 2 {
+		require.ErrorIs(t, receive(t, refused, "EventConsumerRefused"), leveret.ErrPreconditionFailed)
+	}
 	d := receive(t, cs.Deliveries(), "the delivery after the retries")
 	require.Equal(t, "after", string(d.Body))
 	require.NoError(t, cs.Err())
