@@ -324,7 +324,7 @@ func (ch *Channel) Close(ctx context.Context) error {
 func (ch *Channel) issue(_ [2]string, m proto.Method, done replyFunc) {
 	err := ch.mux().Call(&mux.Request{Method: m, Done: func(reply proto.Method, msg *ops.Message, err error) {
 		if err == nil {
-			ch.c.rec.observe(m, reply) // topology is the client's, whichever channel declared it
+			ch.c.rec.Observe(m, reply) // topology is the client's, whichever channel declared it
 		}
 		done(reply, msg, ch, err)
 	}})

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/leveret-mq/leveret/internal/topology"
 	"github.com/leveret-mq/leveret/ops"
 )
 
@@ -38,7 +39,7 @@ type Client struct {
 	policy   ReconnectPolicy            // nil: a dropped connection ends the client
 	gen      atomic.Pointer[generation] // the latest connection; it may have ended
 	pool     *pool
-	rec      record // topology to re-declare on a new connection
+	rec      *topology.Record // topology to re-declare on a new connection
 	dispatch *dispatcher
 	hooks    *hookSet // nil without WithHooks
 	blocked  atomic.Bool
@@ -54,7 +55,7 @@ type Client struct {
 	// memory limit lets go, so the connection can close.
 	closing chan struct{}
 
-	// The supervisor goroutine (supervise); supCtx ends when Close begins,
+	// The supervisor goroutine (session.Supervisor.Run); supCtx ends when Close begins,
 	// cutting short a reconnect delay, dial or recovery step.
 	sup       sync.WaitGroup
 	supCtx    context.Context
@@ -66,9 +67,11 @@ type Client struct {
 	closeOnce  sync.Once
 	closeErr   error
 	// refusedReplays are recorded declarations the broker closed the
-	// connection over during a replay (refusals.go), for the next
-	// EventRecovered. Supervisor only.
+	// connection over during a replay (internal/topology), for the next
+	// EventRecovered; recovering is the report of the recovery under way.
+	// Supervisor only.
 	refusedReplays []error
+	recovering     *Recovery
 }
 
 func newClient(eps []endpoint, policy ReconnectPolicy, d dialed) *Client {
@@ -79,14 +82,18 @@ func newClient(eps []endpoint, policy ReconnectPolicy, d dialed) *Client {
 	c := &Client{cfg: cfg, eps: eps, policy: policy, dispatch: newDispatcher(cfg.logger), stopPumps: make(chan struct{}),
 		closing: make(chan struct{}), done: make(chan struct{}), settledOK: settled(struct{}{}, nil)}
 	c.hooks, _ = newHookSet(cfg.hooks) // validated by Dial
-	c.rec.init(cfg.topologyFilter, cfg.topologyOff)
+	c.rec = topology.NewRecord(cfg.topologyFilter, cfg.topologyOff)
 	c.supCtx, c.supCancel = context.WithCancel(context.Background())
 	g := c.newGeneration(d, 1)
 	c.gen.Store(g)
 	c.pool = newPool(c, g, cfg.topologyChannels, cfg.unconfirmedLimit)
 	c.emit(Event{Kind: EventConnected, Endpoint: g.endpoint})
+	sup := c.newSupervisor(g)
 	c.sup.Add(1)
-	go c.supervise() // owner: Client; exits when the client ends (Close, or the policy gives up); joined by Close.
+	go func() { // owner: Client; exits when the client ends (Close, or the policy gives up); joined by Close.
+		defer c.sup.Done()
+		sup.Run()
+	}()
 	return c
 }
 

@@ -521,4 +521,3 @@ func (c *Client) Consume(o ops.Consume) *Promise[*Consumer] {
 	c.pool.afterPending(entityKey('q', o.Queue), func() { c.pool.startOwn(cs) })
 	return p
 }
-

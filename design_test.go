@@ -1,10 +1,13 @@
 package leveret_test
 
 import (
+	"go/parser"
+	"go/token"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -86,4 +89,41 @@ func anyMatch(files map[string]bool, pattern string) bool {
 		}
 	}
 	return false
+}
+
+// The packages table's "may import" column, checked: no internal package
+// imports the root, and each imports only the leveret packages listed.
+func TestInternalImports(t *testing.T) {
+	const module = "github.com/leveret-mq/leveret"
+	allowed := map[string][]string{
+		"internal/session":    nil,
+		"internal/topology":   {"internal/session", "internal/mux", "internal/proto", "ops"},
+		"internal/mux":        {"internal/proto", "ops"},
+		"internal/proto":      {"ops"},
+		"internal/fakeserver": {"internal/proto", "ops"},
+	}
+	for dir, may := range allowed {
+		files, err := filepath.Glob(filepath.Join(dir, "*.go"))
+		if err != nil || len(files) == 0 {
+			t.Fatalf("%s: no Go files (%v)", dir, err)
+		}
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			parsed, err := parser.ParseFile(token.NewFileSet(), f, nil, parser.ImportsOnly)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, imp := range parsed.Imports {
+				path := strings.Trim(imp.Path.Value, `"`)
+				if path != module && !strings.HasPrefix(path, module+"/") {
+					continue
+				}
+				if rel := strings.TrimPrefix(strings.TrimPrefix(path, module), "/"); !slices.Contains(may, rel) {
+					t.Errorf("%s imports %s, which DESIGN.md's package table does not allow", f, path)
+				}
+			}
+		}
+	}
 }

@@ -33,7 +33,7 @@ func (p *pool) forgetConsumer(cs *Consumer, err error) {
 	}
 	p.mu.Unlock()
 	if err == nil && !others {
-		p.c.rec.lastConsumerGone(queue)
+		p.c.rec.LastConsumerGone(queue)
 	}
 }
 

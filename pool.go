@@ -255,7 +255,7 @@ func (p *pool) replied(op *pooledOp, blame mux.Blame, reply proto.Method, msg *o
 		p.sendLater(op, ch.generation(), err)
 		return
 	case err == nil:
-		p.c.rec.observe(op.m, reply)
+		p.c.rec.Observe(op.m, reply)
 	}
 	p.finish(op, reply, msg, ch, err)
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/leveret-mq/leveret/internal/proto"
+	"github.com/leveret-mq/leveret/internal/session"
 )
 
 // ReconnectPolicy decides how long to wait before the next round of
@@ -181,7 +182,7 @@ func dialRounds(ctx context.Context, eps []endpoint, policy ReconnectPolicy) (di
 		if !ok {
 			return dialed{}, fmt.Errorf("amqp: dial: the reconnect policy gave up: %w", last)
 		}
-		if err := sleepCtx(ctx, delay); err != nil {
+		if err := session.Sleep(ctx, delay); err != nil {
 			return dialed{}, fmt.Errorf("amqp: dial: %w while waiting to retry; last attempts: %w", err, last)
 		}
 	}
@@ -220,18 +221,6 @@ func joinRound(round []error) error {
 		return round[0]
 	}
 	return errors.Join(round...)
-}
-
-// sleepCtx waits d or until ctx ends (then its cause).
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return context.Cause(ctx)
-	}
 }
 
 // ctxOver reports that ctx has ended or its deadline has passed (a

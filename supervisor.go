@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/leveret-mq/leveret/internal/mux"
+	"github.com/leveret-mq/leveret/internal/session"
+	"github.com/leveret-mq/leveret/internal/topology"
 )
 
 // generation is one connection of a Client: the mux.Conn and what its
@@ -28,127 +30,95 @@ func (c *Client) newGeneration(d dialed, num uint64) *generation {
 	}
 }
 
-// supervise is the client's supervisor goroutine (owner: Client; started
-// by newClient, joined by Close). It waits for the current connection to
-// end; unless Close ended it, it reconnects under the reconnect policy and
-// recovers the client's record on the new connection, or ends the client
-// when the policy is off, gives up, or a failure is not worth retrying. It
-// is the only goroutine that dials after Dial.
-func (c *Client) supervise() {
-	defer c.sup.Done()
-	upSince := time.Now() // of the current connection, once recovered
-	for {
-		g := c.gen.Load()
-		// Join its reader and writer once it ends: then every channel of g
-		// has been told, so what will be re-sent is all parked.
-		g.conn.Join()
-		if c.isClosing() {
-			return // Close finishes the client
-		}
-		cause := g.conn.Err()
-		if c.policy == nil {
-			c.finish(cause)
-			return
-		}
-		c.pool.offline(g)
-		c.emit(Event{Kind: EventDisconnected, Err: cause})
-		// Only a connection that served starts the policy over, and is
-		// redialled at once: one that died during or right after its
-		// recovery (a declaration the broker refuses by closing the
-		// connection, a broker that accepts and drops) backs off further.
-		stable := servedWell(upSince, cause)
-		if stable {
-			c.policy.Reset()
-		}
-		upSince = time.Time{}
-		ng, err := c.redial(g.num+1, stable, cause)
-		if err != nil {
-			if !c.isClosing() {
-				c.finish(err)
-			}
-			return
-		}
-		if !c.pool.install(ng) { // Close came first
-			ng.conn.Abort(ErrClosed)
-			return
-		}
-		c.blocked.Store(false)
-		c.emit(Event{Kind: EventConnected, Endpoint: ng.endpoint})
-		rep := c.recoverOn(ng)
-		if ng.conn.Err() != nil {
-			continue // lost again while recovering: the record is still there
-		}
-		c.pool.ready(ng)
-		c.recoverConsumers(ng, rep)
-		c.recoverChannels(ng, rep)
-		if ng.conn.Err() != nil {
-			continue // lost while restarting consumers: not recovered; what is left waits for the next
-		}
-		upSince = time.Now()
-		rep.Failed = append(rep.Failed, c.refusedReplays...)
-		c.refusedReplays = nil
-		c.emit(Event{Kind: EventRecovered, Recovery: rep})
-	}
-}
+// Join and Err make a generation a session.Conn.
+func (g *generation) Join()      { g.conn.Join() }
+func (g *generation) Err() error { return g.conn.Err() }
 
 // stableAfter is how long a connection must have served, after its
-// recovery, for its loss to start the reconnect policy over. A connection
-// the broker closes during or right after recovery (a replayed
-// declaration it refuses) is lost within milliseconds; one that served
-// this long costs at most one immediate redial per stableAfter, within the
-// bound of two dials a second.
+// recovery, for its loss to start the reconnect policy over: a connection
+// the broker closes during or right after recovery (a replayed declaration
+// it refuses) is lost within milliseconds; one that served this long costs
+// at most one immediate redial per stableAfter, within the bound of two
+// dials a second.
 const stableAfter = time.Second
 
-// servedWell reports whether a connection recovered at upSince (zero if
-// it never was) and lost with cause served: it stayed up stableAfter, or
-// the broker closed it with 320 CONNECTION_FORCED after its recovery (an
-// operator's close_connection or a node going down: nothing this client
-// did, so no reason to slow its return).
-func servedWell(upSince time.Time, cause error) bool {
-	if upSince.IsZero() {
-		return false
+// newSupervisor makes the client's supervisor (internal/session): it
+// waits for first to end and, unless Close ended it, reconnects under the
+// policy and runs the recovery's steps in order on each new connection:
+// the recorded topology, then the parked operations, the Client.Consume
+// consumers and the explicit channels.
+func (c *Client) newSupervisor(first *generation) *session.Supervisor[*generation] {
+	var policy session.Policy
+	if c.policy != nil {
+		policy = c.policy
 	}
-	return time.Since(upSince) >= stableAfter || errors.Is(cause, ErrConnectionForced)
+	cfg := session.Config{Policy: policy, StableAfter: stableAfter,
+		Forced: func(err error) bool { return errors.Is(err, ErrConnectionForced) }}
+	return session.New(c.supCtx, (*sessionOwner)(c), first, cfg,
+		session.StepFunc[*generation](c.recoverTopology),
+		session.StepFunc[*generation](c.pool.ready),
+		session.StepFunc[*generation](func(g *generation) { c.recoverConsumers(g, c.recovering) }),
+		session.StepFunc[*generation](func(g *generation) { c.recoverChannels(g, c.recovering) }))
 }
 
-// redial tries the endpoints in order, round after round, until one
-// connects: at once for the first round after a stable connection, else
-// after the policy's delay. It returns an error when Close ends it, the
-// policy gives up or a failure is not worth retrying. cause is why the
-// last connection ended: the error EventReconnecting carries for the
-// first attempt; later ones carry the attempt before them.
-func (c *Client) redial(num uint64, immediate bool, cause error) (*generation, error) {
-	last := cause
-	for attempt := 1; ; attempt++ {
-		var delay time.Duration
-		if !immediate || attempt > 1 {
-			d, ok := c.policy.Next()
-			if !ok {
-				return nil, fmt.Errorf("amqp: reconnect: the reconnect policy gave up: %w", last)
-			}
-			delay = d
-			if err := sleepCtx(c.supCtx, delay); err != nil {
-				return nil, err
-			}
-		}
-		d, round, err := dialRound(c.supCtx, c.eps, func(i int, prev error) {
-			if prev == nil {
-				prev = last
-			}
-			c.emit(Event{Kind: EventReconnecting, Attempt: attempt, Delay: delay, Endpoint: c.eps[i].u.String(), Err: prev})
-		})
-		if err == nil {
-			return c.newGeneration(d, num), nil
-		}
-		if round == nil {
-			return nil, fmt.Errorf("amqp: reconnect: %w", err)
-		}
-		for i, err := range round {
-			c.cfg.logger.Warn("amqp: reconnect attempt failed", "attempt", attempt, "endpoint", c.eps[i].u.String(), "error", err)
-		}
-		last = joinRound(round)
-	}
+// sessionOwner is the Client as the supervisor's session.Owner; its
+// methods run on the supervisor goroutine.
+type sessionOwner Client
+
+// Down parks what ran on the lost connection g.
+func (o *sessionOwner) Down(g *generation, cause error) {
+	c := (*Client)(o)
+	c.pool.offline(g)
+	c.emit(Event{Kind: EventDisconnected, Err: cause})
 }
+
+// Dial tries the endpoints once each, in order, reporting each attempt
+// (EventReconnecting) and logging each failure.
+func (o *sessionOwner) Dial(ctx context.Context, r session.Round) (*generation, bool, error) {
+	c := (*Client)(o)
+	d, round, err := dialRound(ctx, c.eps, func(i int, prev error) {
+		if prev == nil {
+			prev = r.Prev
+		}
+		c.emit(Event{Kind: EventReconnecting, Attempt: r.Attempt, Delay: r.Delay, Endpoint: c.eps[i].u.String(), Err: prev})
+	})
+	if err == nil {
+		return c.newGeneration(d, c.gen.Load().num+1), true, nil
+	}
+	if round == nil {
+		return nil, false, err
+	}
+	for i, err := range round {
+		c.cfg.logger.Warn("amqp: reconnect attempt failed", "attempt", r.Attempt, "endpoint", c.eps[i].u.String(), "error", err)
+	}
+	return nil, true, joinRound(round)
+}
+
+// Up installs g, unless Close came first, and starts its report.
+func (o *sessionOwner) Up(g *generation) bool {
+	c := (*Client)(o)
+	if !c.pool.install(g) {
+		g.conn.Abort(ErrClosed)
+		return false
+	}
+	c.blocked.Store(false)
+	c.recovering = &Recovery{Renamed: make(map[string]string)}
+	c.emit(Event{Kind: EventConnected, Endpoint: g.endpoint})
+	return true
+}
+
+// Recovered reports the recovery, with the record's items the broker
+// refused on connections that did not survive their recovery.
+func (o *sessionOwner) Recovered(*generation) {
+	c := (*Client)(o)
+	rep := c.recovering
+	rep.Failed = append(rep.Failed, c.refusedReplays...)
+	c.refusedReplays, c.recovering = nil, nil
+	c.emit(Event{Kind: EventRecovered, Recovery: rep})
+}
+
+// End ends the client with err.
+func (o *sessionOwner) End(err error) { (*Client)(o).finish(err) }
 
 // finish ends the client for good with err: what waited for a connection
 // fails, consumers waiting to be recovered end, Done is closed.
@@ -161,19 +131,10 @@ func (c *Client) finish(err error) {
 	})
 }
 
-func (c *Client) isClosing() bool {
-	select {
-	case <-c.closing:
-		return true
-	default:
-		return false
-	}
-}
-
-// recoveryWait bounds how long the supervisor waits for one step of a
-// recovery (a batch of re-declarations). A connection that stops answering
-// is caught by its heartbeat first.
-const recoveryWait = time.Minute
+// recoveryWait bounds how long the supervisor waits for one answer in a
+// recovery step. A connection that stops answering is caught by its
+// heartbeat first.
+const recoveryWait = topology.AnswerWait
 
 // waitRecovery waits for p on behalf of the supervisor: until it settles,
 // Close begins, or recoveryWait passes.

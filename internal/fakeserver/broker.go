@@ -29,6 +29,11 @@ type Broker struct {
 	// first on that connection). Returning true closes the connection
 	// instead of answering. It runs on the connection's script goroutine.
 	Before func(n, step int, channel uint16, m proto.Method) bool
+	// Refuse, if set, is asked about each method Before let through: a
+	// channel.close or connection.close it returns is sent instead of the
+	// answer, as a broker refusing the method does (then, as RabbitMQ
+	// does, the channel's methods are ignored until its close-ok).
+	Refuse func(n int, channel uint16, m proto.Method) proto.Method
 
 	mu      sync.Mutex
 	conns   int
@@ -62,7 +67,8 @@ func (b *Broker) Serve(c *Conn) {
 		b.mu.Unlock()
 	}()
 	step := 0
-	var publishing *contentState // the publish whose content is being read
+	closing := make(map[uint16]bool) // channels closed by the broker, awaiting close-ok
+	var publishing *contentState     // the publish whose content is being read
 	for {
 		f, err := c.ReadFrame()
 		if errors.Is(err, ErrTimeout) {
@@ -84,9 +90,29 @@ func (b *Broker) Serve(c *Conn) {
 		if err != nil {
 			return
 		}
+		if closing[f.Channel] {
+			if m.ID() == proto.ChannelCloseOkID {
+				delete(closing, f.Channel)
+			}
+			continue
+		}
 		step++
 		if b.Before != nil && b.Before(n, step, f.Channel, m) {
 			return // the script's end closes the connection
+		}
+		if b.Refuse != nil {
+			if r := b.Refuse(n, f.Channel, m); r != nil {
+				ch := f.Channel
+				if r.ID() == proto.ConnectionCloseID {
+					ch = 0
+				} else {
+					closing[ch] = true
+				}
+				if c.Send(ch, r) != nil {
+					return
+				}
+				continue
+			}
 		}
 		if m.ID() == proto.BasicPublishID {
 			publishing = &contentState{channel: f.Channel}

@@ -1,4 +1,4 @@
-package leveret
+package topology
 
 import (
 	"slices"
@@ -8,10 +8,10 @@ import (
 	"github.com/leveret-mq/leveret/ops"
 )
 
-func names(items []replayItem) []string {
+func names(items []item) []string {
 	var out []string
 	for _, it := range items {
-		out = append(out, describe(it.m))
+		out = append(out, Describe(it.m))
 	}
 	return out
 }
@@ -19,16 +19,15 @@ func names(items []replayItem) []string {
 // The record holds what the broker confirmed, in first-declared order, and
 // forgets an entity with the bindings that name it when it is deleted.
 func TestRecordFollowsRepliesAndDeletes(t *testing.T) {
-	var r record
-	r.init(nil, false)
-	r.observe(&proto.ExchangeDeclare{Exchange: "ex", Type: "direct"}, &proto.ExchangeDeclareOk{})
-	r.observe(&proto.ExchangeDeclare{Exchange: "amq.direct", Type: "direct"}, &proto.ExchangeDeclareOk{})
-	r.observe(&proto.QueueDeclare{Queue: "q1"}, &proto.QueueDeclareOk{Queue: "q1"})
-	r.observe(&proto.QueueDeclare{Queue: "q2", Passive: true}, &proto.QueueDeclareOk{Queue: "q2"})
-	r.observe(&proto.QueueDeclare{}, &proto.QueueDeclareOk{Queue: "amq.gen-1"})
-	r.observe(&proto.QueueBind{Queue: "q1", Exchange: "ex", RoutingKey: "a"}, &proto.QueueBindOk{})
-	r.observe(&proto.QueueBind{Queue: "amq.gen-1", Exchange: "ex", RoutingKey: "b"}, &proto.QueueBindOk{})
-	r.observe(&proto.QueueBind{Queue: "q1", Exchange: "ex", RoutingKey: "a"}, &proto.QueueBindOk{}) // again: one binding
+	r := NewRecord(nil, false)
+	r.Observe(&proto.ExchangeDeclare{Exchange: "ex", Type: "direct"}, &proto.ExchangeDeclareOk{})
+	r.Observe(&proto.ExchangeDeclare{Exchange: "amq.direct", Type: "direct"}, &proto.ExchangeDeclareOk{})
+	r.Observe(&proto.QueueDeclare{Queue: "q1"}, &proto.QueueDeclareOk{Queue: "q1"})
+	r.Observe(&proto.QueueDeclare{Queue: "q2", Passive: true}, &proto.QueueDeclareOk{Queue: "q2"})
+	r.Observe(&proto.QueueDeclare{}, &proto.QueueDeclareOk{Queue: "amq.gen-1"})
+	r.Observe(&proto.QueueBind{Queue: "q1", Exchange: "ex", RoutingKey: "a"}, &proto.QueueBindOk{})
+	r.Observe(&proto.QueueBind{Queue: "amq.gen-1", Exchange: "ex", RoutingKey: "b"}, &proto.QueueBindOk{})
+	r.Observe(&proto.QueueBind{Queue: "q1", Exchange: "ex", RoutingKey: "a"}, &proto.QueueBindOk{}) // again: one binding
 
 	decls := r.declarations()
 	if got, want := names(decls), []string{`exchange "ex"`, `queue "q1"`, "server-named queue"}; !slices.Equal(got, want) {
@@ -46,12 +45,12 @@ func TestRecordFollowsRepliesAndDeletes(t *testing.T) {
 	if qb := bs[1].m.(*proto.QueueBind); qb.Queue != "amq.gen-2" {
 		t.Fatalf("binding names %q after the rename", qb.Queue)
 	}
-	r.observe(&proto.QueueUnbind{Queue: "q1", Exchange: "ex", RoutingKey: "a"}, &proto.QueueUnbindOk{})
-	r.observe(&proto.QueueDelete{Queue: "amq.gen-2"}, &proto.QueueDeleteOk{})
+	r.Observe(&proto.QueueUnbind{Queue: "q1", Exchange: "ex", RoutingKey: "a"}, &proto.QueueUnbindOk{})
+	r.Observe(&proto.QueueDelete{Queue: "amq.gen-2"}, &proto.QueueDeleteOk{})
 	if n := len(r.bindingsToReplay()); n != 0 {
 		t.Fatalf("%d bindings left after unbind and delete", n)
 	}
-	r.observe(&proto.ExchangeDelete{Exchange: "ex"}, &proto.ExchangeDeleteOk{})
+	r.Observe(&proto.ExchangeDelete{Exchange: "ex"}, &proto.ExchangeDeleteOk{})
 	if got, want := names(r.declarations()), []string{`queue "q1"`}; !slices.Equal(got, want) {
 		t.Fatalf("after deletes %q, want %q", got, want)
 	}
@@ -59,19 +58,17 @@ func TestRecordFollowsRepliesAndDeletes(t *testing.T) {
 
 // WithTopologyRecovery's filter sees ops values; nil turns replay off.
 func TestRecordFilter(t *testing.T) {
-	var r record
-	r.init(func(e any) bool {
+	r := NewRecord(func(e any) bool {
 		q, ok := e.(ops.QueueDeclare)
 		return !ok || q.Durable
 	}, false)
-	r.observe(&proto.QueueDeclare{Queue: "keep", Durable: true}, &proto.QueueDeclareOk{Queue: "keep"})
-	r.observe(&proto.QueueDeclare{Queue: "skip"}, &proto.QueueDeclareOk{Queue: "skip"})
+	r.Observe(&proto.QueueDeclare{Queue: "keep", Durable: true}, &proto.QueueDeclareOk{Queue: "keep"})
+	r.Observe(&proto.QueueDeclare{Queue: "skip"}, &proto.QueueDeclareOk{Queue: "skip"})
 	if got, want := names(r.declarations()), []string{`queue "keep"`}; !slices.Equal(got, want) {
 		t.Fatalf("filtered %q, want %q", got, want)
 	}
-	var off record
-	off.init(nil, true)
-	off.observe(&proto.QueueDeclare{Queue: "q"}, &proto.QueueDeclareOk{Queue: "q"})
+	off := NewRecord(nil, true)
+	off.Observe(&proto.QueueDeclare{Queue: "q"}, &proto.QueueDeclareOk{Queue: "q"})
 	if n := len(off.declarations()); n != 0 {
 		t.Fatalf("recovery off still replays %d", n)
 	}

@@ -1,4 +1,4 @@
-package leveret
+package topology
 
 import (
 	"cmp"
@@ -11,14 +11,14 @@ import (
 	"github.com/leveret-mq/leveret/ops"
 )
 
-// record is the topology a reconnect re-declares: the exchanges, queues
+// Record is the topology a reconnect re-declares: the exchanges, queues
 // and bindings the broker confirmed to this client, on any of its channels
 // (pool or explicit). It is written from replies, never from requests, so a
 // declaration the broker refused is not in it; a delete-ok or unbind-ok
 // removes the entity and the bindings that named it. Passive declarations
 // and the broker's own entities ("amq." names, the default exchange) are
 // not recorded. Replies arrive on reader goroutines, hence mu.
-type record struct {
+type Record struct {
 	filter func(any) bool // WithTopologyRecovery's; nil recovers everything
 	off    bool           // WithTopologyRecovery(nil): nothing is re-declared
 
@@ -28,7 +28,7 @@ type record struct {
 	queues      map[string]recorded[proto.QueueDeclare] // by the broker's name
 	serverNamed map[string]bool
 	bindings    map[string]recorded[proto.Method] // *proto.QueueBind or *proto.ExchangeBind, by bindingKey
-	suspects    map[string]bool                   // items a connection close may have meant, by itemKey (refusals.go)
+	suspects    map[string]bool                   // items a connection close may have meant, by itemKey (suspects.go)
 }
 
 type recorded[T any] struct {
@@ -36,17 +36,23 @@ type recorded[T any] struct {
 	m   T
 }
 
-func (r *record) init(filter func(any) bool, off bool) {
-	r.filter, r.off = filter, off
-	r.exchanges = make(map[string]recorded[proto.ExchangeDeclare])
-	r.queues = make(map[string]recorded[proto.QueueDeclare])
-	r.serverNamed = make(map[string]bool)
-	r.bindings = make(map[string]recorded[proto.Method])
+// NewRecord makes an empty record. filter (nil: everything) chooses what a
+// replay re-declares, as ops.ExchangeDeclare, ops.QueueDeclare,
+// ops.QueueBind or ops.ExchangeBind values; off turns replaying off.
+func NewRecord(filter func(any) bool, off bool) *Record {
+	return &Record{
+		filter:      filter,
+		off:         off,
+		exchanges:   make(map[string]recorded[proto.ExchangeDeclare]),
+		queues:      make(map[string]recorded[proto.QueueDeclare]),
+		serverNamed: make(map[string]bool),
+		bindings:    make(map[string]recorded[proto.Method]),
+	}
 }
 
-// observe records what the broker's reply to m confirmed. It runs on the
+// Observe records what the broker's reply to m confirmed. It runs on a
 // reader goroutine and never blocks.
-func (r *record) observe(m, reply proto.Method) {
+func (r *Record) Observe(m, reply proto.Method) {
 	switch m := m.(type) {
 	case *proto.ExchangeDeclare:
 		if m.Passive || brokerOwned(m.Exchange) {
@@ -106,7 +112,7 @@ func (r *record) observe(m, reply proto.Method) {
 
 // addBinding records b (a private copy of a *proto.QueueBind or
 // *proto.ExchangeBind), keeping its place if it was recorded before.
-func (r *record) addBinding(b proto.Method) {
+func (r *Record) addBinding(b proto.Method) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	k := bindingKey(b)
@@ -114,7 +120,7 @@ func (r *record) addBinding(b proto.Method) {
 }
 
 // seqOf keeps an entity's place when it is declared again.
-func (r *record) seqOf(old uint64) uint64 {
+func (r *Record) seqOf(old uint64) uint64 {
 	if old != 0 {
 		return old
 	}
@@ -136,7 +142,7 @@ func bindingKey(m proto.Method) string {
 	return ""
 }
 
-func (r *record) forgetQueueLocked(queue string) {
+func (r *Record) forgetQueueLocked(queue string) {
 	delete(r.queues, queue)
 	delete(r.serverNamed, queue)
 	r.dropBindingsLocked(func(b proto.Method) bool {
@@ -145,7 +151,7 @@ func (r *record) forgetQueueLocked(queue string) {
 	})
 }
 
-func (r *record) dropBindingsLocked(match func(proto.Method) bool) {
+func (r *Record) dropBindingsLocked(match func(proto.Method) bool) {
 	for k, b := range r.bindings {
 		if match(b.m) {
 			delete(r.bindings, k)
@@ -153,9 +159,9 @@ func (r *record) dropBindingsLocked(match func(proto.Method) bool) {
 	}
 }
 
-// lastConsumerGone forgets an auto-delete queue whose last consumer the
+// LastConsumerGone forgets an auto-delete queue whose last consumer the
 // user cancelled: the broker deletes it.
-func (r *record) lastConsumerGone(queue string) {
+func (r *Record) LastConsumerGone(queue string) {
 	r.mu.Lock()
 	if q, ok := r.queues[queue]; ok && q.m.AutoDelete {
 		r.forgetQueueLocked(queue)
@@ -165,7 +171,7 @@ func (r *record) lastConsumerGone(queue string) {
 
 // rename moves a server-named queue to the name the broker gave it on a
 // new connection, with its bindings.
-func (r *record) rename(old, name string) {
+func (r *Record) rename(old, name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	q, ok := r.queues[old]
@@ -187,15 +193,15 @@ func (r *record) rename(old, name string) {
 	}
 }
 
-// replayItem is one recorded declaration to send on a new connection.
-type replayItem struct {
+// item is one recorded declaration to send on a new connection.
+type item struct {
 	m           proto.Method
 	serverNamed string // a server-named queue: its old name (the declare sends "")
 }
 
 // declarations returns the exchanges, then the queues, in the order they
 // were first declared, that the filter lets through.
-func (r *record) declarations() []replayItem {
+func (r *Record) declarations() []item {
 	if r.off {
 		return nil
 	}
@@ -207,12 +213,12 @@ func (r *record) declarations() []replayItem {
 		named[k] = true
 	}
 	r.mu.Unlock()
-	var items []replayItem
+	var items []item
 	for _, e := range exs {
 		if r.allows(ops.ExchangeDeclare{Exchange: e.Exchange, Kind: ops.ExchangeKind(e.Type), Durable: e.Durable,
 			AutoDelete: e.AutoDelete, Internal: e.Internal, Args: e.Arguments}) {
 			m := e
-			items = append(items, replayItem{m: &m})
+			items = append(items, item{m: &m})
 		}
 	}
 	for _, q := range qs {
@@ -220,7 +226,7 @@ func (r *record) declarations() []replayItem {
 			continue
 		}
 		m := q
-		item := replayItem{m: &m}
+		item := item{m: &m}
 		if named[q.Queue] {
 			item.serverNamed = q.Queue
 			m.Queue = ""
@@ -232,14 +238,14 @@ func (r *record) declarations() []replayItem {
 
 // bindingsToReplay returns the recorded bindings in the order they were
 // made, that the filter lets through.
-func (r *record) bindingsToReplay() []replayItem {
+func (r *Record) bindingsToReplay() []item {
 	if r.off {
 		return nil
 	}
 	r.mu.Lock()
 	bs := sortedBySeq(r.bindings)
 	r.mu.Unlock()
-	var items []replayItem
+	var items []item
 	for _, b := range bs {
 		var entity any
 		switch b := b.(type) {
@@ -249,13 +255,13 @@ func (r *record) bindingsToReplay() []replayItem {
 			entity = ops.ExchangeBind{Destination: b.Destination, Source: b.Source, RoutingKey: b.RoutingKey, Args: b.Arguments}
 		}
 		if r.allows(entity) {
-			items = append(items, replayItem{m: b})
+			items = append(items, item{m: b})
 		}
 	}
 	return items
 }
 
-func (r *record) allows(entity any) bool { return r.filter == nil || r.filter(entity) }
+func (r *Record) allows(entity any) bool { return r.filter == nil || r.filter(entity) }
 
 func sortedBySeq[T any](m map[string]recorded[T]) []T {
 	list := make([]recorded[T], 0, len(m))
@@ -268,14 +274,4 @@ func sortedBySeq[T any](m map[string]recorded[T]) []T {
 		out[i] = v.m
 	}
 	return out
-}
-
-// WithTopologyRecovery chooses what a reconnect re-declares from the
-// client's record of confirmed topology. filter gets each entity as an
-// ops.ExchangeDeclare, ops.QueueDeclare, ops.QueueBind or ops.ExchangeBind
-// value and returns whether to re-declare it; nil turns topology recovery
-// off (consumers are still restarted). By default everything recorded is
-// re-declared. filter runs on the client's supervisor goroutine.
-func WithTopologyRecovery(filter func(entity any) bool) Option {
-	return optionFunc(func(c *config) { c.topologyFilter, c.topologyOff = filter, filter == nil })
 }
