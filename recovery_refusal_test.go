@@ -204,3 +204,31 @@ func TestRecoveryRefusedQosNotReapplied(t *testing.T) {
 	require.Equal(t, int32(2), conns.Load())
 	require.NoError(t, ch.Err())
 }
+
+// Suspects of a connection close on a client that does not reconnect fail
+// with the close's error at once: nothing will send them again.
+func TestRefusalSuspectsFailWithoutReconnect(t *testing.T) {
+	leakCheck(t)
+	s := fakeserver.StartWith(t, fakeserver.Options{AutoOpen: true, ReadTimeout: time.Second}, func(c *fakeserver.Conn) {
+		for declared := 0; declared < 2; {
+			_, m, err := c.ReadMethod()
+			if err != nil {
+				return
+			}
+			if m.ID() == proto.ExchangeDeclareID {
+				declared++
+			}
+		}
+		// Both are pending; the text names neither: both are suspects.
+		c.Send(0, &proto.ConnectionClose{ReplyCode: 503, ReplyText: "COMMAND_INVALID - unknown exchange type", ClassID: 40, MethodID: 10})
+		c.Serve()
+	})
+	c := dial(t, s)
+	first := c.ExchangeDeclare(ops.ExchangeDeclare{Exchange: "first", Kind: "x-unknown"})
+	second := c.ExchangeDeclare(ops.ExchangeDeclare{Exchange: "second", Kind: "x-unknown"})
+	for _, p := range []*leveret.Promise[ops.ExchangeDeclareOk]{first, second} {
+		_, err := p.Wait(waitCtx(t))
+		require.ErrorIs(t, err, leveret.ErrCommandInvalid)
+	}
+	<-c.Done()
+}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net"
 	"runtime"
 	"sync"
@@ -137,7 +139,8 @@ func (r *stepRun) start(t *testing.T, k stepKill) {
 	c, err := leveret.Dial(r.watchdog, r.server.URL(),
 		leveret.WithDialer(r.dialer),
 		leveret.WithReconnect(&leveret.Backoff{Initial: time.Millisecond, Max: 2 * time.Millisecond}),
-		leveret.WithEventHandler(r.onEvent))
+		leveret.WithEventHandler(r.onEvent),
+		leveret.WithLogger(slog.New(slog.NewTextHandler(io.Discard, nil))))
 	require.NoError(t, err)
 	r.client = c
 	t.Cleanup(func() { // a failed run's client must not outlive it

@@ -3,6 +3,7 @@ package fakeserver
 import (
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 
 	"github.com/leveret-mq/leveret/internal/proto"
@@ -15,12 +16,15 @@ import (
 // consumers it started. Tests of recovery use it to see every method a
 // reconnect re-sends and to drop the connection at any of them.
 //
-// It answers channel.open and channel.close, basic.qos, confirm.select
-// (then basic.ack for each publish, once its body has arrived),
+// It answers channel.open and channel.close, basic.qos, basic.recover,
+// confirm.select (then basic.ack for each publish, once its body has
+// arrived; a mandatory publish with routing key "unroutable" is returned
+// first, 312 NO_ROUTE, as a broker with no queue bound returns it),
 // tx.select/commit/rollback, exchange and queue declare, delete, bind and
 // unbind (a server-named queue gets "amq.gen-N"), basic.consume and
-// basic.cancel, and connection.close. basic.get gets get-empty; other
-// methods are ignored. The zero value is ready; one Broker serves every
+// basic.cancel, and connection.close. basic.get gets get-empty, except on
+// a queue whose name starts with "full", which always has a message (its
+// body is the queue's name); other methods are ignored. The zero value is ready; one Broker serves every
 // connection of a Server (pass Serve as its script).
 type Broker struct {
 	// Before, if set, is called with each method the client sends after
@@ -79,7 +83,7 @@ func (b *Broker) Serve(c *Conn) {
 		}
 		if f.Type != proto.FrameMethod {
 			if publishing != nil && publishing.take(f) {
-				if err := b.confirmPublish(c, publishing.channel); err != nil {
+				if err := b.published(c, publishing); err != nil {
 					return
 				}
 				publishing = nil
@@ -114,8 +118,8 @@ func (b *Broker) Serve(c *Conn) {
 				continue
 			}
 		}
-		if m.ID() == proto.BasicPublishID {
-			publishing = &contentState{channel: f.Channel}
+		if p, ok := m.(*proto.BasicPublish); ok {
+			publishing = &contentState{channel: f.Channel, publish: p}
 			continue
 		}
 		done, err := b.answer(c, bc, f.Channel, m)
@@ -139,6 +143,8 @@ func (b *Broker) answer(c *Conn, bc *brokerConn, ch uint16, m proto.Method) (don
 		reply = &proto.ChannelCloseOk{}
 	case *proto.BasicQos:
 		reply = &proto.BasicQosOk{}
+	case *proto.BasicRecover:
+		reply = &proto.BasicRecoverOk{}
 	case *proto.ConfirmSelect:
 		b.mu.Lock()
 		bc.confirm[ch] = 0
@@ -179,6 +185,13 @@ func (b *Broker) answer(c *Conn, bc *brokerConn, ch uint16, m proto.Method) (don
 	case *proto.QueuePurge:
 		reply = &proto.QueuePurgeOk{}
 	case *proto.BasicGet:
+		if strings.HasPrefix(m.Queue, "full") {
+			b.mu.Lock()
+			bc.tags[ch]++
+			tag := bc.tags[ch]
+			b.mu.Unlock()
+			return false, c.SendContent(ch, &proto.BasicGetOk{DeliveryTag: tag, RoutingKey: m.Queue, MessageCount: 1}, &ops.Message{Body: []byte(m.Queue)})
+		}
 		reply = &proto.BasicGetEmpty{}
 	case *proto.BasicConsume:
 		tag := m.ConsumerTag
@@ -212,9 +225,16 @@ func (b *Broker) forgetChannel(bc *brokerConn, ch uint16) {
 	delete(bc.tags, ch)
 }
 
-// confirmPublish acks a publish whose content has arrived, on a channel
-// in confirm mode.
-func (b *Broker) confirmPublish(c *Conn, ch uint16) error {
+// published returns a publish whose content has arrived if it is
+// mandatory and unroutable, and acks it on a channel in confirm mode.
+func (b *Broker) published(c *Conn, p *contentState) error {
+	ch := p.channel
+	if p.publish.Mandatory && p.publish.RoutingKey == "unroutable" {
+		ret := &proto.BasicReturn{ReplyCode: uint16(proto.NoRoute), ReplyText: "NO_ROUTE", Exchange: p.publish.Exchange, RoutingKey: p.publish.RoutingKey}
+		if err := c.SendContent(ch, ret, &p.msg); err != nil {
+			return err
+		}
+	}
 	b.mu.Lock()
 	bc := b.live[c]
 	seq, confirming := bc.confirm[ch]
@@ -276,6 +296,8 @@ func (b *Broker) DeliverToAll(c *Conn, body string) (int, error) {
 // contentState follows the header and body frames of one publish.
 type contentState struct {
 	channel uint16
+	publish *proto.BasicPublish
+	msg     ops.Message
 	header  bool
 	left    uint64
 }
@@ -285,12 +307,13 @@ type contentState struct {
 func (s *contentState) take(f proto.Frame) bool {
 	switch {
 	case f.Type == proto.FrameHeader && !s.header:
-		_, size, err := proto.DecodeContentHeader(f.Payload, &ops.Message{})
+		_, size, err := proto.DecodeContentHeader(f.Payload, &s.msg)
 		if err != nil {
 			return false
 		}
 		s.header, s.left = true, size
 	case f.Type == proto.FrameBody && s.header:
+		s.msg.Body = append(s.msg.Body, f.Payload...)
 		s.left -= min(s.left, uint64(len(f.Payload)))
 	default:
 		return false
