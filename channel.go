@@ -45,9 +45,9 @@ type Channel struct {
 	onReturn  func(ops.Return)
 	onConfirm func(Confirmation)
 	onClose   func(error)
-	ended     bool
-	stale     bool // ended with a connection the client replaced: acks are refused
-	recovery       // explicit channels: re-opened on the next connection (chanrecovery.go)
+	state     chanState // see chanstate.go
+	stale     bool      // ended with a connection the client replaced: acks are refused
+	recovery            // explicit channels: re-opened on the next connection (chanrecovery.go)
 	// settled is closed (and cleared) when no delivery awaits an
 	// acknowledgement; made by waitSettled. closeWhenSettled: a cancelled
 	// Client.Consume consumer's channel closes then.
@@ -179,78 +179,12 @@ func (ch *Channel) async(l *link, m proto.Method, msg *ops.Message) {
 	}
 }
 
-// closed is told that link l ended (see mux.Handler); it runs on the
-// reader goroutine. l may not be the Channel's link yet: a re-open the
-// broker refuses ends the Channel with the refusal.
-func (ch *Channel) closed(l *link, err error) {
-	lost := l.lost()
-	if lost {
-		ch.dropStaleDeliveries()
-	}
-	if ch.recovers && lost {
-		ch.suspend(err) // re-opened on the next connection (reopen)
-		return
-	}
-	ch.end(err)
-}
-
-// end ends the channel for good with err.
-func (ch *Channel) end(err error) {
-	if ch.recovers {
-		ch.c.pool.forgetChannel(ch)
-	}
-	ch.endOnce.Do(func() {
-		ch.endErr = err
-		close(ch.done)
-	})
-	// The client reconnects: deliveries of this channel are stale. A
-	// Client.Consume consumer's fate is startFailed's (it runs again on
-	// another channel unless the client ends); an explicit channel's
-	// consumers end with it.
-	reconnects := ch.connectionLost()
-	ch.mu.Lock()
-	consumers := make([]*Consumer, 0, len(ch.consumers))
-	var own []*Consumer
-	for tag, cs := range ch.consumers {
-		delete(ch.consumers, tag)
-		if cs.own {
-			own = append(own, cs)
-			continue
-		}
-		consumers = append(consumers, cs)
-	}
-	ch.stale = reconnects
-	ch.unacked.clear()
-	ch.txAcked = nil
-	ch.ended = true
-	ch.closeWhenSettled = false
-	ch.notifySettledLocked()
-	onClose := ch.onClose
-	if ch.up != nil { // suspended: Publish and Send waiting for the next connection see the end
-		close(ch.up)
-		ch.up = nil
-	}
-	ch.mu.Unlock()
-	if onClose != nil {
-		ch.c.dispatch.postBatched(func() { onClose(err) })
-	}
-	for _, cs := range consumers {
-		cs.end(err)
-	}
-	for _, cs := range own {
-		cs.startFailed(err)
-	}
-	if ch.pubs != nil {
-		ch.c.pool.publishesEnded(ch, err)
-	}
-}
-
 // notifySettledLocked wakes waitSettled and closes the channel of a
 // cancelled Client.Consume consumer once no delivery awaits an
 // acknowledgement. Callers hold ch.mu; the close goes out after every ack
 // already queued.
 func (ch *Channel) notifySettledLocked() {
-	if !ch.unacked.empty() && !ch.ended {
+	if !ch.unacked.empty() && ch.state != chanEnded {
 		return
 	}
 	if ch.settled != nil {
@@ -267,7 +201,7 @@ func (ch *Channel) notifySettledLocked() {
 // acknowledgement (or the channel has ended), or ctx ends.
 func (ch *Channel) waitSettled(ctx context.Context) error {
 	ch.mu.Lock()
-	if ch.unacked.empty() || ch.ended {
+	if ch.unacked.empty() || ch.state == chanEnded {
 		ch.mu.Unlock()
 		return nil
 	}

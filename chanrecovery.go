@@ -1,7 +1,6 @@
 package leveret
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"sync/atomic"
@@ -30,7 +29,7 @@ var ErrTransactionLost = errors.New("amqp: transaction lost with the connection"
 type recovery struct {
 	recovers bool          // set at open: an explicit channel
 	lost     error         // while suspended: the lost connection's error
-	up       chan struct{} // while suspended: closed when re-opened or ended
+	up       chan struct{} // while suspended: closed when re-opened or ended (chanstate.go)
 	qos      [2]*ops.Qos   // the last basic.qos per Global flag, re-applied
 	txLost   error         // the connection dropped inside a transaction that had done something
 	// txMode mirrors tx for the publish path, which takes no lock;
@@ -55,74 +54,6 @@ func (ch *Channel) OnReopen(fn func(lost error, lastTag uint64)) {
 	ch.mu.Lock()
 	ch.onReopen = fn
 	ch.mu.Unlock()
-}
-
-// suspend is closed's path for a dropped connection the client will
-// replace. It runs on the old connection's reader.
-func (ch *Channel) suspend(err error) {
-	ch.mu.Lock()
-	ch.lost = err
-	if ch.up == nil {
-		ch.up = make(chan struct{})
-	}
-	// Lost only if the transaction open at the drop had done something:
-	// one committed (or rolled back) just before it lost nothing.
-	if ch.tx && (ch.txPublished.Load() || len(ch.txAcked) > 0) {
-		ch.txLost = err
-	}
-	ch.txPublished.Store(false)
-	ch.unacked.clear()
-	ch.txAcked = nil
-	ch.notifySettledLocked()
-	ch.mu.Unlock()
-}
-
-// endIfSuspended ends a suspended channel for good (Close while it waits
-// for a connection) and reports whether it was suspended.
-func (ch *Channel) endIfSuspended() bool {
-	ch.mu.Lock()
-	suspended := ch.lost != nil && !ch.ended
-	ch.mu.Unlock()
-	if suspended {
-		ch.end(fmt.Errorf("amqp: channel closed by this client (Close) while reconnecting: %w", ErrClosed))
-	}
-	return suspended
-}
-
-// live returns the AMQP channel to publish on, waiting under ctx while the
-// channel is suspended; for a channel that has ended, the error it ended
-// with.
-func (ch *Channel) live(ctx context.Context) (*mux.Channel, error) {
-	for {
-		mc := ch.mux()
-		if mc.Err() == nil || !ch.recovers {
-			return mc, nil
-		}
-		ch.mu.Lock()
-		up, ended, endErr := ch.up, ch.ended, ch.endErr
-		ch.mu.Unlock()
-		switch {
-		case ended:
-			return nil, endErr
-		case up == nil:
-			// The link ended and the reader has not told the channel yet:
-			// wait until it has (then up is set, or the channel ended).
-			if !ch.c.pool.reconnects() {
-				return mc, nil
-			}
-			select {
-			case <-mc.Ended():
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-			continue
-		}
-		select {
-		case <-up:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
 }
 
 // reopen opens ch again on g and re-applies its set-up, then swaps it in.
@@ -166,7 +97,7 @@ func (ch *Channel) reopen(g *generation) ([]reopenStep, error) {
 		return true
 	}
 	ch.mu.Lock()
-	if ch.ended {
+	if ch.state == chanEnded {
 		ch.mu.Unlock()
 		mc.Close(func(error) {})
 		return nil, ch.endErr
@@ -208,20 +139,11 @@ func (ch *Channel) reopen(g *generation) ([]reopenStep, error) {
 				}
 			}})
 	}
-	ch.cur.Store(l)
-	lost, fn := ch.lost, ch.onReopen
-	if mc.Err() != nil {
-		// g dropped already, and the new link's end found the old link in
-		// place: it stays suspended for the next connection.
-		ch.mu.Unlock()
-		return steps, mc.Err()
-	}
-	ch.lost = nil
-	if ch.up != nil {
-		close(ch.up)
-		ch.up = nil
-	}
+	lost, fn, err := ch.resumeLocked(l)
 	ch.mu.Unlock()
+	if err != nil {
+		return steps, err
+	}
 	if fn != nil {
 		ch.c.dispatch.post(func() { fn(lost, lastTag) })
 	}
@@ -261,10 +183,7 @@ func (c *Client) recoverChannels(g *generation, rep *Recovery) {
 	p.mu.Unlock()
 	var steps []reopenStep
 	for _, ch := range list {
-		ch.mu.Lock()
-		suspended := ch.lost != nil && !ch.ended
-		ch.mu.Unlock()
-		if !suspended {
+		if !ch.suspended() {
 			continue
 		}
 		a, err := ch.reopen(g)
@@ -299,10 +218,7 @@ func (p *pool) endSuspended(err error) {
 	}
 	p.mu.Unlock()
 	for _, ch := range list {
-		ch.mu.Lock()
-		suspended := ch.lost != nil && !ch.ended
-		ch.mu.Unlock()
-		if suspended {
+		if ch.suspended() {
 			ch.end(err)
 		}
 	}

@@ -223,7 +223,7 @@ func (ch *Channel) OnConfirm(fn func(Confirmation)) {
 func (ch *Channel) OnClose(fn func(error)) {
 	ch.mu.Lock()
 	ch.onClose = fn
-	ended := ch.ended
+	ended := ch.state == chanEnded
 	ch.mu.Unlock()
 	if ended {
 		ch.c.dispatch.post(func() { fn(ch.endErr) })
