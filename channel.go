@@ -32,8 +32,6 @@ type Channel struct {
 	endOnce sync.Once
 	endErr  error
 
-	pubs *pubTracker // on the pool's confirm-mode channels: Client.Publish's; else nil
-
 	confirmCount confirmCounter // reader only: for ConfirmHook's count
 
 	mu        sync.Mutex
@@ -145,10 +143,6 @@ func (ch *Channel) async(l *link, m proto.Method, msg *ops.Message) {
 		}
 	case *proto.BasicReturn:
 		r := ops.Return{ReplyCode: ops.ReplyCode(m.ReplyCode), ReplyText: m.ReplyText, Exchange: m.Exchange, RoutingKey: m.RoutingKey, Message: *msg}
-		if ch.pubs != nil { // a Client.Publish: it settles its own promise
-			ch.pubs.returned(r)
-			return
-		}
 		if h := ch.c.hooks; h != nil && len(h.ret) > 0 {
 			ch.c.dispatch.postBatched(func() {
 				for _, x := range h.ret {
@@ -165,16 +159,8 @@ func (ch *Channel) async(l *link, m proto.Method, msg *ops.Message) {
 		}
 		ch.c.dispatch.postBatched(func() { fn(r) })
 	case *proto.BasicAck:
-		if ch.pubs != nil {
-			ch.pubs.confirmed(m.DeliveryTag, m.Multiple, true)
-			return
-		}
 		ch.confirmed(l, Confirmation{Ack: true, DeliveryTag: l.base + m.DeliveryTag, Multiple: m.Multiple})
 	case *proto.BasicNack:
-		if ch.pubs != nil {
-			ch.pubs.confirmed(m.DeliveryTag, m.Multiple, false)
-			return
-		}
 		ch.confirmed(l, Confirmation{DeliveryTag: l.base + m.DeliveryTag, Multiple: m.Multiple})
 	}
 }

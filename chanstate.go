@@ -88,9 +88,6 @@ func (ch *Channel) end(err error) {
 	for _, cs := range own {
 		cs.startFailed(err)
 	}
-	if ch.pubs != nil {
-		ch.c.pool.publishesEnded(ch, err)
-	}
 }
 
 // suspend is closed's path for a dropped connection the client will

@@ -126,11 +126,11 @@ type pubTracker struct {
 
 // send queues pub on ch. It never waits for room; an error means nothing
 // was sent.
-func (t *pubTracker) send(ch *Channel, pub *clientPub) error {
+func (t *pubTracker) send(ch *pooledChannel, pub *clientPub) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.ended {
-		return ch.mux().Err()
+		return ch.mc.Err()
 	}
 	tag := t.next
 	if pub.m.Mandatory {
@@ -147,7 +147,7 @@ func (t *pubTracker) send(ch *Channel, pub *clientPub) error {
 		pub.hold.writing()
 		written = pub.bodyWritten
 	}
-	sent, err := ch.mux().PublishShared(&pub.m, &pub.msg, written)
+	sent, err := ch.mc.PublishShared(&pub.m, &pub.msg, written)
 	if err != nil {
 		if written != nil {
 			pub.hold.notWritten()
@@ -312,7 +312,7 @@ func (pub *clientPub) finish(err error) { pub.settle(err, nil) }
 func (pub *clientPub) settle(err error, buf *[]byte) {
 	p := pub.pool
 	p.budget.release(pub.cost)
-	p.finish(&pub.op, nil, nil, nil, err)
+	p.finish(&pub.op, nil, nil, err)
 	if pub.hinfo != nil {
 		// settle may run on the reader goroutine: hooks run on the dispatcher.
 		h, ctx, info := p.c.hooks, pub.hctx, pub.hinfo
@@ -401,7 +401,7 @@ func (p *pool) publish(ctx context.Context, o *ops.Publish, prom *Promise[struct
 // channel ended under it, or parks it until the next connection. It never
 // waits.
 func (p *pool) sendPub(pub *clientPub) error {
-	err := p.sendVia(pub, func() (*Channel, *generation, error) {
+	err := p.sendVia(pub, func() (*pooledChannel, *generation, error) {
 		ch, g, err := p.channel(pub.op.slot)
 		if err == nil && p.waitsBehind(&pub.op, ch) {
 			return nil, g, errWaiting
@@ -429,7 +429,7 @@ var errParked = errors.New("amqp: parked until the next connection")
 // one if it ended), trying again while channels end under it. When the
 // connection is lost, pub waits for the next one (see retryLater) and
 // sendVia returns errParked.
-func (p *pool) sendVia(pub *clientPub, open func() (*Channel, *generation, error)) error {
+func (p *pool) sendVia(pub *clientPub, open func() (*pooledChannel, *generation, error)) error {
 	for {
 		ch, g, err := open()
 		if err == nil {
@@ -438,7 +438,7 @@ func (p *pool) sendVia(pub *clientPub, open func() (*Channel, *generation, error
 				p.sentOn(&pub.op, ch)
 				return nil
 			}
-			if p.retryFresh(ch, pub.reissued) {
+			if ch != nil && retryFresh(ch.mc, ch.gen, pub.reissued) {
 				pub.reissued++
 				continue
 			}
@@ -487,7 +487,7 @@ func (p *pool) resendLater(pub *clientPub, seen *generation, err error) {
 // names no exchange of theirs (406 for an invalid property, say), the
 // suspects are re-sent one at a time on a channel of their own, where each
 // failure names its publish.
-func (p *pool) publishesEnded(ch *Channel, err error) {
+func (p *pool) publishesEnded(ch *pooledChannel, err error) {
 	t := ch.pubs
 	pubs, requests := t.end()
 	if len(pubs) == 0 {
@@ -504,7 +504,7 @@ func (p *pool) publishesEnded(ch *Channel, err error) {
 				pub.finish(&ReturnedError{Return: *pub.ret})
 				continue
 			}
-			p.resendLater(pub, ch.generation(), err)
+			p.resendLater(pub, ch.gen, err)
 		}
 		if t.isolated {
 			p.isolateNext() // the suspects still queued fail too: nothing can send them
@@ -525,7 +525,7 @@ func (p *pool) publishesEnded(ch *Channel, err error) {
 			culprit = firstUnreturned(pubs, func(pub *clientPub) bool { return pub.m.Exchange == exchange })
 		}
 	}
-	failedAt := ch.mux().FailedAt() // a topology operation's place, when one failed
+	failedAt := ch.mc.FailedAt() // a topology operation's place, when one failed
 	var suspects, again []*clientPub
 	for i, pub := range pubs {
 		switch {

@@ -65,7 +65,7 @@ func (p *pool) get(o ops.Get, prom *Promise[GetResult], reissued int) {
 			return
 		}
 		p.getDone(g)
-		if !p.retryFresh(g.ch, reissued) {
+		if !retryFresh(g.ch.mux(), g.ch.generation(), reissued) {
 			if connLost(err) {
 				later(gen, err)
 				return

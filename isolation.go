@@ -14,8 +14,8 @@ import (
 type isolation struct {
 	mu    sync.Mutex
 	queue []*clientPub
-	busy  bool     // a suspect is in flight on ch
-	ch    *Channel // the isolation channel, opened when first needed
+	busy  bool           // a suspect is in flight on ch
+	ch    *pooledChannel // the isolation channel, opened when first needed
 }
 
 // isolate queues suspects for one-at-a-time re-sending.
@@ -55,14 +55,14 @@ func (p *pool) isolateNext() {
 	}
 }
 
-func (p *pool) isolationChannel() (*Channel, *generation, error) {
+func (p *pool) isolationChannel() (*pooledChannel, *generation, error) {
 	p.iso.mu.Lock()
 	defer p.iso.mu.Unlock()
 	g := p.gen.Load()
 	if g == nil {
 		return nil, nil, errOffline
 	}
-	if ch := p.iso.ch; ch != nil && ch.generation() == g && ch.mux().Err() == nil {
+	if ch := p.iso.ch; ch != nil && ch.gen == g && ch.mc.Err() == nil {
 		return ch, g, nil
 	}
 	ch, err := p.openConfirmed(g, &pubTracker{pool: p, isolated: true, next: 1})

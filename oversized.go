@@ -35,10 +35,17 @@ func (ch *Channel) oversized(l *link, m proto.Method, size uint64) {
 		err = fmt.Errorf("%w: a delivery of %d bytes from queue %q (consumer %q, delivery tag %d) is over the limit of %d bytes (WithMaxMessageSize); %s",
 			ErrMessageTooLarge, size, queue, m.ConsumerTag, m.DeliveryTag, limit, what)
 	case *proto.BasicReturn:
-		err = fmt.Errorf("%w: a returned message of %d bytes (exchange %q, routing key %q) is over the limit of %d bytes (WithMaxMessageSize); dropped",
-			ErrMessageTooLarge, size, m.Exchange, m.RoutingKey, limit)
+		ch.c.refusedReturn(m, size)
+		return
 	default:
 		return
 	}
 	ch.c.emit(Event{Kind: EventMessageRefused, Err: err})
+}
+
+// refusedReturn reports a returned message of size octets over the size
+// limit, which was dropped (EventMessageRefused). It runs on the reader.
+func (c *Client) refusedReturn(m *proto.BasicReturn, size uint64) {
+	c.emit(Event{Kind: EventMessageRefused, Err: fmt.Errorf("%w: a returned message of %d bytes (exchange %q, routing key %q) is over the limit of %d bytes (WithMaxMessageSize); dropped",
+		ErrMessageTooLarge, size, m.Exchange, m.RoutingKey, c.cfg.maxMessageSize)})
 }

@@ -38,7 +38,7 @@ type pool struct {
 	over     atomic.Bool // ended is set, for readers that cannot take mu
 
 	mu        sync.Mutex
-	chans     []*Channel             // replaced when they end
+	chans     []*pooledChannel       // replaced when they end
 	last      map[string]*pooledOp   // latest unfinished operation per entity key
 	rr        int                    // round robin for operations naming no entity
 	gets      map[string]*getChan    // Client.Get's channels, by queue
@@ -72,23 +72,23 @@ type pooledOp struct {
 	suspected, isolated bool
 
 	// Guarded by pool.mu.
-	sent    bool        // on its channel: later operations there queue behind it
-	ch      *Channel    // the channel it was last sent on
-	direct  bool        // ready when issued: its issuing goroutine sends it
-	waiting int         // operations this one waits for
-	after   []*pooledOp // operations waiting for this one to finish
+	sent    bool           // on its channel: later operations there queue behind it
+	ch      *pooledChannel // the channel it was last sent on
+	direct  bool           // ready when issued: its issuing goroutine sends it
+	waiting int            // operations this one waits for
+	after   []*pooledOp    // operations waiting for this one to finish
 	// afterSent are operations on its channel waiting only for it to be
 	// sent (or to finish): from then on channel order keeps them behind it.
 	afterSent []*pooledOp
 	// behind are unfinished operations on its entities that it relies on
 	// channel order to follow (see waitsBehind).
 	behind   [2]*pooledOp
-	behindCh [2]*Channel // behind[i].ch when recorded: the usual case, unchanged, needs no lock
+	behindCh [2]*pooledChannel // behind[i].ch when recorded: the usual case, unchanged, needs no lock
 	finished bool
 }
 
 func newPool(c *Client, g *generation, n, unconfirmedLimit int) *pool {
-	p := &pool{c: c, seed: maphash.MakeSeed(), chans: make([]*Channel, n), last: make(map[string]*pooledOp),
+	p := &pool{c: c, seed: maphash.MakeSeed(), chans: make([]*pooledChannel, n), last: make(map[string]*pooledOp),
 		budget: pubBudget{limit: unconfirmedLimit}, gets: make(map[string]*getChan),
 		recovers: c.policy != nil, consumers: make(map[*Consumer]struct{}), channels: make(map[*Channel]struct{})}
 	p.gen.Store(g)
@@ -206,7 +206,7 @@ func (p *pool) send(op *pooledOp) {
 				p.replied(op, r.Blame, reply, msg, ch, err)
 				ch.pubs.requestDone()
 			}
-			err = ch.mux().Call(r)
+			err = ch.mc.Call(r)
 			if err != nil {
 				ch.pubs.requestDone()
 			}
@@ -216,7 +216,7 @@ func (p *pool) send(op *pooledOp) {
 			return
 		}
 		// The channel may have ended between lookup and call; take a fresh one.
-		if p.retryFresh(ch, op.reissued) {
+		if ch != nil && retryFresh(ch.mc, ch.gen, op.reissued) {
 			op.reissued++
 			continue
 		}
@@ -229,13 +229,13 @@ func (p *pool) send(op *pooledOp) {
 // (g) was lost and the client reconnects; else op fails with err.
 func (p *pool) sendLater(op *pooledOp, g *generation, err error) {
 	if !connLost(err) {
-		p.finish(op, nil, nil, nil, err)
+		p.finish(op, nil, nil, err)
 		return
 	}
-	p.retryLater(g, err, func() { p.send(op) }, func(err error) { p.finish(op, nil, nil, nil, err) })
+	p.retryLater(g, err, func() { p.send(op) }, func(err error) { p.finish(op, nil, nil, err) })
 }
 
-func (p *pool) replied(op *pooledOp, blame mux.Blame, reply proto.Method, msg *ops.Message, ch *Channel, err error) {
+func (p *pool) replied(op *pooledOp, blame mux.Blame, reply proto.Method, msg *ops.Message, ch *pooledChannel, err error) {
 	switch {
 	case discarded(err, op.reissued):
 		op.reissued++
@@ -246,25 +246,25 @@ func (p *pool) replied(op *pooledOp, blame mux.Blame, reply proto.Method, msg *o
 		// error, unrecorded, and is not sent again (see suspects.go).
 	case err != nil && connLost(err) && blame == mux.Suspect:
 		op.suspected = true
-		p.suspect(op, ch.generation(), err)
+		p.suspect(op, ch.gen, err)
 		return
 	case err != nil && connLost(err):
 		// Lost with its connection: declares, binds and deletes are
 		// idempotent, so it goes out again on the next one (an isolated
 		// suspect keeps its turn).
-		p.sendLater(op, ch.generation(), err)
+		p.sendLater(op, ch.gen, err)
 		return
 	case err == nil:
 		p.c.rec.Observe(op.m, reply)
 	}
-	p.finish(op, reply, msg, ch, err)
+	p.finish(op, reply, msg, err)
 }
 
-// retryFresh reports whether an operation that ch refused should be tried
-// on a fresh channel: ch ended between lookup and call, the connection did
-// not, and tries are left.
-func (p *pool) retryFresh(ch *Channel, tries int) bool {
-	return ch != nil && ch.mux().Err() != nil && ch.generation().conn.Err() == nil && tries < maxReissues
+// retryFresh reports whether an operation that mc, a channel of g,
+// refused should be tried on a fresh channel: mc ended between lookup and
+// call, the connection did not, and tries are left.
+func retryFresh(mc *mux.Channel, g *generation, tries int) bool {
+	return mc != nil && mc.Err() != nil && g.conn.Err() == nil && tries < maxReissues
 }
 
 // discarded reports whether err says the broker discarded an operation
@@ -281,7 +281,7 @@ func discarded(err error, tries int) bool {
 // suspect, and op would overtake it on the fresh channel (a publish would
 // reach an exchange before its declare). op then waits until they have
 // been sent again (or have finished), and is sent from there.
-func (p *pool) waitsBehind(op *pooledOp, ch *Channel) bool {
+func (p *pool) waitsBehind(op *pooledOp, ch *pooledChannel) bool {
 	// Read without pool.mu: behind and behindCh are written under it
 	// before op is sent, by the goroutine that then sends it or hands it
 	// over (enlistLocked, releaseLocked), and only op's sender reads them.
@@ -305,7 +305,7 @@ func (p *pool) waitsBehind(op *pooledOp, ch *Channel) bool {
 
 // sentOn records that op went out on ch and sends the operations that
 // waited only for that, now behind it in channel order.
-func (p *pool) sentOn(op *pooledOp, ch *Channel) {
+func (p *pool) sentOn(op *pooledOp, ch *pooledChannel) {
 	p.mu.Lock()
 	op.sent, op.ch = true, ch
 	ready := releaseLocked(op, op.afterSent)
@@ -334,10 +334,10 @@ func releaseLocked(op *pooledOp, those []*pooledOp) []*pooledOp {
 }
 
 // finish settles op and releases the operations that waited for it.
-func (p *pool) finish(op *pooledOp, reply proto.Method, msg *ops.Message, ch *Channel, err error) {
+func (p *pool) finish(op *pooledOp, reply proto.Method, msg *ops.Message, err error) {
 	p.mu.Lock()
 	op.finished = true
-	op.behind, op.behindCh = [2]*pooledOp{}, [2]*Channel{} // keeps no chain of settled operations alive
+	op.behind, op.behindCh = [2]*pooledOp{}, [2]*pooledChannel{} // keeps no chain of settled operations alive
 	for _, k := range op.keys {
 		if k != "" && p.last[k] == op {
 			delete(p.last, k)
@@ -350,7 +350,7 @@ func (p *pool) finish(op *pooledOp, reply proto.Method, msg *ops.Message, ch *Ch
 	if op.pub != nil {
 		op.pub.prom.resolve(struct{}{}, err)
 	} else {
-		op.done(reply, msg, ch, err)
+		op.done(reply, msg, nil, err)
 	}
 	for _, next := range ready {
 		p.send(next)
@@ -364,14 +364,14 @@ func (p *pool) finish(op *pooledOp, reply proto.Method, msg *ops.Message, ch *Ch
 // without waiting for open-ok) if there is none or it has ended. It also
 // returns the connection it looked at: nil, with errOffline, while the
 // client reconnects.
-func (p *pool) channel(slot int) (*Channel, *generation, error) {
+func (p *pool) channel(slot int) (*pooledChannel, *generation, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	g := p.gen.Load()
 	if g == nil {
 		return nil, nil, errOffline
 	}
-	if ch := p.chans[slot]; ch != nil && ch.generation() == g && ch.mux().Err() == nil {
+	if ch := p.chans[slot]; ch != nil && ch.gen == g && ch.mc.Err() == nil {
 		return ch, g, nil
 	}
 	ch, err := p.openConfirmed(g, &pubTracker{pool: p, next: 1})
@@ -380,18 +380,4 @@ func (p *pool) channel(slot int) (*Channel, *generation, error) {
 	}
 	p.chans[slot] = ch
 	return ch, g, nil
-}
-
-// openConfirmed opens a pooled channel on g in confirm mode, with t
-// following its publishes. confirm.select is pipelined behind channel.open,
-// before any publish, so the broker counts every publish on it from 1.
-func (p *pool) openConfirmed(g *generation, t *pubTracker) (*Channel, error) {
-	ch := newChannel(p.c)
-	ch.pubs = t
-	if err := p.c.open(ch, g, nil); err != nil {
-		return nil, err
-	}
-	// Its failure ends the channel, and publishesEnded handles the rest.
-	ch.mux().Call(&mux.Request{Method: &proto.ConfirmSelect{}, Done: func(proto.Method, *ops.Message, error) {}})
-	return ch, nil
 }

@@ -50,6 +50,6 @@ func (p *pool) failSuspects(err error) {
 	p.suspects, p.isolating = nil, false
 	p.mu.Unlock()
 	for _, op := range ops {
-		p.finish(op, nil, nil, nil, err)
+		p.finish(op, nil, nil, err)
 	}
 }
