@@ -382,7 +382,7 @@ func (p *pool) publish(ctx context.Context, o *ops.Publish, prom *Promise[struct
 		// next connection, under its ctx, like for room.
 		g, err := p.waitLive(ctx)
 		if err == nil {
-			if err = g.conn.WaitPublishRoom(ctx); err != nil && ctx.Err() == nil && p.recovers && connLost(err) {
+			if err = g.conn.WaitPublishRoom(ctx); err != nil && ctx.Err() == nil && p.reconnects() && connLost(err) {
 				continue // lost meanwhile: wait for the next one
 			}
 		}

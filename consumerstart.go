@@ -49,7 +49,7 @@ func (cs *Consumer) startFailed(err error) {
 // a consumer whose first start ends it fails Client.Consume's promise.
 func (p *pool) startOwn(cs *Consumer) *Promise[struct{}] {
 	p.mu.Lock()
-	g := p.gen.Load()
+	g := p.current()
 	_, registered := p.consumers[cs]
 	if !registered || g == nil || cs.onGen == g {
 		p.mu.Unlock()

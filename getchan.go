@@ -89,7 +89,7 @@ func (p *pool) getDone(g *getChan) {
 func (p *pool) getChannel(queue string) (*getChan, *generation, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	gen := p.gen.Load()
+	gen := p.current()
 	if gen == nil {
 		return nil, nil, errOffline
 	}

@@ -58,7 +58,7 @@ func (p *pool) isolateNext() {
 func (p *pool) isolationChannel() (*pooledChannel, *generation, error) {
 	p.iso.mu.Lock()
 	defer p.iso.mu.Unlock()
-	g := p.gen.Load()
+	g := p.current()
 	if g == nil {
 		return nil, nil, errOffline
 	}

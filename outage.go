@@ -3,18 +3,20 @@ package leveret
 import (
 	"context"
 	"errors"
+
+	"github.com/leveret-mq/leveret/internal/session"
 )
 
 // What the pool does while the client reconnects. Operations that were in
 // flight when the connection dropped, or are issued before the next one is
-// ready, are parked (pool.parked) and re-sent, in order, once it is; if the
-// client ends first they fail with its error. Parking is decided under
-// pool.mu against the connection the operation saw, so an operation never
-// parks after the list was drained for a newer connection.
+// ready, are parked (session.Gate) and re-sent, in order, once it is; if
+// the client ends first they fail with its error. Parking is decided under
+// the gate's lock against the connection the operation saw, so an
+// operation never parks after the list was drained for a newer connection.
 
 // errOffline is what the pool's lookups report while no connection is
 // ready; the operation is parked, never failed with it.
-var errOffline = errors.New("amqp: reconnecting")
+var errOffline = session.ErrOffline
 
 // connLost reports whether err says the operation's connection ended (or
 // none was ready): then it may go out on the next one.
@@ -42,50 +44,25 @@ func (c *Client) droppedWith(ctx context.Context, g *generation, err error) bool
 // retryLater runs run on the next connection if the client reconnects:
 // at once if a newer one than seen is ready already, else once it is. If
 // the client does not reconnect (WithReconnect(nil)) or has ended, fail
-// gets err, or the client's end.
+// gets err, or the client's end (session.Gate.RetryLater).
 func (p *pool) retryLater(seen *generation, err error, run func(), fail func(error)) {
-	p.mu.Lock()
-	switch {
-	case !p.recovers:
-	case p.ended != nil:
-		err = p.ended
-	default:
-		if g := p.gen.Load(); g != nil && g != seen && g.conn.Err() == nil {
-			p.mu.Unlock()
-			run()
-			return
-		}
-		p.parked = append(p.parked, parkedOp{run: run, fail: fail})
-		p.mu.Unlock()
-		return
-	}
-	p.mu.Unlock()
-	fail(err)
+	p.gate.RetryLater(seen, err, run, fail)
 }
 
 // reconnects reports whether a connection lost now will be replaced. It
 // takes no lock (callers may hold a Channel's).
-func (p *pool) reconnects() bool { return p.recovers && !p.over.Load() }
+func (p *pool) reconnects() bool { return p.gate.Reconnects() }
+
+// current is the connection operations go to; nil while the client
+// reconnects (and recovers). It takes no lock.
+func (p *pool) current() *generation {
+	g, _ := p.gate.Current()
+	return g
+}
 
 // offline marks g as gone: operations park until ready installs the next
 // connection. Idempotent; any goroutine that notices g's end may call it.
-func (p *pool) offline(g *generation) {
-	p.mu.Lock()
-	p.offlineLocked(g)
-	p.mu.Unlock()
-}
-
-func (p *pool) offlineLocked(g *generation) {
-	if !p.recovers || p.ended != nil {
-		return
-	}
-	if p.gen.Load() == g {
-		p.gen.Store(nil)
-	}
-	if p.gen.Load() == nil && p.up == nil {
-		p.up = make(chan struct{})
-	}
-}
+func (p *pool) offline(g *generation) { p.gate.Offline(g) }
 
 // install makes g the client's latest connection, for the supervisor to
 // recover; operations still park until ready. It reports false if the
@@ -103,23 +80,7 @@ func (p *pool) install(g *generation) bool {
 // ready lets operations go to g and re-sends the parked ones, in the order
 // they parked. It runs on the supervisor once g carries the recorded
 // topology again.
-func (p *pool) ready(g *generation) {
-	p.mu.Lock()
-	if p.ended != nil {
-		p.mu.Unlock()
-		return
-	}
-	p.gen.Store(g)
-	up, parked := p.up, p.parked
-	p.up, p.parked = nil, nil
-	p.mu.Unlock()
-	if up != nil {
-		close(up)
-	}
-	for _, op := range parked {
-		op.run()
-	}
-}
+func (p *pool) ready(g *generation) { p.gate.Ready(g) }
 
 // end stops parking: the parked operations fail with err, waiters wake,
 // and consumers waiting for a connection end.
@@ -130,9 +91,6 @@ func (p *pool) end(err error) {
 		return
 	}
 	p.ended = err
-	p.over.Store(true)
-	up, parked := p.up, p.parked
-	p.up, p.parked = nil, nil
 	var waiting []*Consumer
 	for cs := range p.consumers {
 		p.stopRetryLocked(cs)
@@ -141,12 +99,7 @@ func (p *pool) end(err error) {
 		}
 	}
 	p.mu.Unlock()
-	if up != nil {
-		close(up)
-	}
-	for _, op := range parked {
-		op.fail(err)
-	}
+	p.gate.End(err)
 	for _, cs := range waiting {
 		cs.end(err)
 	}
@@ -155,29 +108,4 @@ func (p *pool) end(err error) {
 
 // waitLive returns the connection operations go to, waiting while the
 // client reconnects, until ctx ends or the client does.
-func (p *pool) waitLive(ctx context.Context) (*generation, error) {
-	for {
-		if g := p.gen.Load(); g != nil && (g.conn.Err() == nil || !p.recovers) {
-			return g, nil // without reconnecting, a dead one reports its own error
-		}
-		p.mu.Lock()
-		if p.ended != nil {
-			err := p.ended
-			p.mu.Unlock()
-			return nil, err
-		}
-		if g := p.gen.Load(); g != nil && g.conn.Err() != nil {
-			p.offlineLocked(g) // noticed before the supervisor did
-		}
-		up := p.up
-		p.mu.Unlock()
-		if up == nil {
-			continue // ready meanwhile
-		}
-		select {
-		case <-up:
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
-}
+func (p *pool) waitLive(ctx context.Context) (*generation, error) { return p.gate.WaitLive(ctx) }

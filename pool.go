@@ -4,10 +4,10 @@ import (
 	"errors"
 	"hash/maphash"
 	"sync"
-	"sync/atomic"
 
 	"github.com/leveret-mq/leveret/internal/mux"
 	"github.com/leveret-mq/leveret/internal/proto"
+	"github.com/leveret-mq/leveret/internal/session"
 	"github.com/leveret-mq/leveret/ops"
 )
 
@@ -30,33 +30,21 @@ type pool struct {
 	budget pubBudget // bytes held by unconfirmed client-level publishes
 	iso    isolation // suspects of a failed publish, re-sent one at a time
 
-	// gen is the connection operations go to: nil while the client
-	// reconnects (and recovers), when operations park until ready. It is
-	// written under mu and read without it.
-	gen      atomic.Pointer[generation]
-	recovers bool        // a reconnect policy is set: a dropped connection parks, not fails
-	over     atomic.Bool // ended is set, for readers that cannot take mu
+	// gate is where operations go: the current connection, or parked
+	// until the next one is ready (outage.go).
+	gate *session.Gate[*generation]
 
 	mu        sync.Mutex
 	chans     []*pooledChannel       // replaced when they end
 	last      map[string]*pooledOp   // latest unfinished operation per entity key
 	rr        int                    // round robin for operations naming no entity
 	gets      map[string]*getChan    // Client.Get's channels, by queue
-	up        chan struct{}          // while offline: closed once a connection is ready
-	parked    []parkedOp             // waiting for the next connection, in order
-	ended     error                  // the client has ended: nothing parks any more
+	ended     error                  // the client has ended: no consumer registers any more
 	consumers map[*Consumer]struct{} // Client.Consume consumers, restarted on a new connection
 	channels  map[*Channel]struct{}  // explicit channels, re-opened on a new connection
 	suspects  []*pooledOp            // to re-send one at a time (suspects.go)
 	retrying  sync.WaitGroup         // armed consumer retry timers and their callbacks (consumerretry.go)
 	isolating bool                   // a suspect is in flight or waits for a connection
-}
-
-// parkedOp is an operation waiting for the next connection: run re-sends
-// it; fail settles it if the client ends first.
-type parkedOp struct {
-	run  func()
-	fail func(error)
 }
 
 type pooledOp struct {
@@ -90,8 +78,7 @@ type pooledOp struct {
 func newPool(c *Client, g *generation, n, unconfirmedLimit int) *pool {
 	p := &pool{c: c, seed: maphash.MakeSeed(), chans: make([]*pooledChannel, n), last: make(map[string]*pooledOp),
 		budget: pubBudget{limit: unconfirmedLimit}, gets: make(map[string]*getChan),
-		recovers: c.policy != nil, consumers: make(map[*Consumer]struct{}), channels: make(map[*Channel]struct{})}
-	p.gen.Store(g)
+		gate: session.NewGate(g, c.policy != nil), consumers: make(map[*Consumer]struct{}), channels: make(map[*Channel]struct{})}
 	return p
 }
 
@@ -367,7 +354,7 @@ func (p *pool) finish(op *pooledOp, reply proto.Method, msg *ops.Message, err er
 func (p *pool) channel(slot int) (*pooledChannel, *generation, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	g := p.gen.Load()
+	g := p.current()
 	if g == nil {
 		return nil, nil, errOffline
 	}
