@@ -119,25 +119,18 @@ func (ch *Channel) reopen(g *generation) ([]reopenStep, error) {
 		if !ok {
 			break
 		}
-		o := cs.restartOptions(cs.o)
-		if o.Prefetch > 0 {
-			if ok = call("re-applying a consumer's prefetch", false, &mux.Request{Method: &proto.BasicQos{PrefetchCount: o.Prefetch}}); !ok {
+		// A refusal by the broker ends the consumer; a restart the
+		// connection's drop cut short does not: the channel is suspended
+		// with its consumers, and the next connection restarts them
+		// (startFailed, from the reader, without ch.mu; ending cs here,
+		// under ch.mu, would deadlock, as Consumer.end takes ch.mu).
+		qos, consume := cs.startRequests(cs.restartOptions(cs.o), nil)
+		if qos != nil {
+			if ok = call("re-applying a consumer's prefetch", false, qos); !ok {
 				break
 			}
 		}
-		// Tag: consume-ok is matched by consumer tag. A refusal by the
-		// broker ends the consumer; a restart the connection's drop cut
-		// short does not: the channel is suspended with its consumers, and
-		// the next connection restarts them (startFailed). Done runs on the
-		// reader, without ch.mu; ending cs here, under ch.mu, would
-		// deadlock, as Consumer.end takes ch.mu.
-		ok = call(fmt.Sprintf("restarting consumer %q", cs.tag), true, &mux.Request{Method: &proto.BasicConsume{Queue: o.Queue, ConsumerTag: cs.tag, NoLocal: o.NoLocal,
-			NoAck: o.NoAck, Exclusive: o.Exclusive, Arguments: o.Args}, Tag: cs.tag,
-			Done: func(_ proto.Method, _ *ops.Message, err error) {
-				if err != nil {
-					cs.startFailed(err)
-				}
-			}})
+		ok = call(fmt.Sprintf("restarting consumer %q", cs.tag), true, consume)
 	}
 	lost, fn, err := ch.resumeLocked(l)
 	ch.mu.Unlock()

@@ -459,30 +459,16 @@ func (ch *Channel) startConsumer(cs *Consumer, o ops.Consume, done func(error)) 
 	cs.chp.Store(ch)
 	ch.mu.Unlock()
 
-	fail := func(err error) {
-		cs.startFailed(err)
-		done(err)
-	}
-	if o.Prefetch > 0 {
-		if err := ch.mux().Call(&mux.Request{Method: &proto.BasicQos{PrefetchCount: o.Prefetch},
-			Done: func(proto.Method, *ops.Message, error) {}}); err != nil {
-			fail(err)
+	qos, consume := cs.startRequests(o, done)
+	for _, r := range []*mux.Request{qos, consume} {
+		if r == nil {
+			continue
+		}
+		if err := ch.mux().Call(r); err != nil {
+			cs.startFailed(err)
+			done(err)
 			return
 		}
-	}
-	err := ch.mux().Call(&mux.Request{
-		Method: &proto.BasicConsume{Queue: o.Queue, ConsumerTag: cs.tag, NoLocal: o.NoLocal, NoAck: o.NoAck, Exclusive: o.Exclusive, Arguments: o.Args},
-		Tag:    cs.tag,
-		Done: func(_ proto.Method, _ *ops.Message, err error) {
-			if err != nil {
-				fail(err)
-				return
-			}
-			cs.ran.Store(true)
-			done(nil)
-		}})
-	if err != nil {
-		fail(err)
 	}
 }
 

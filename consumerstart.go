@@ -1,6 +1,12 @@
 package leveret
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/leveret-mq/leveret/internal/mux"
+	"github.com/leveret-mq/leveret/internal/proto"
+	"github.com/leveret-mq/leveret/ops"
+)
 
 // Starting a consumer, and starting it again after a reconnect, ends in
 // one of four ways, the same for both kinds of consumer (one started with
@@ -40,6 +46,33 @@ func (cs *Consumer) startFailed(err error) {
 	default:
 		cs.end(err)
 	}
+}
+
+// startRequests are the requests that start or restart cs with o, on
+// any channel: basic.qos for the consumer's own prefetch (nil without one)
+// and basic.consume, with the consumer's tag (consume-ok is matched by
+// it). The consume's outcome goes to startFailed, or marks cs as having
+// run, and then to done if set. Both kinds of consumer start this way,
+// first and after a reconnect (Channel.startConsumer, Channel.reopen). The
+// completion runs on the reader with no lock held.
+func (cs *Consumer) startRequests(o ops.Consume, done func(error)) (qos, consume *mux.Request) {
+	if o.Prefetch > 0 {
+		qos = &mux.Request{Method: &proto.BasicQos{PrefetchCount: o.Prefetch}, Done: func(proto.Method, *ops.Message, error) {}}
+	}
+	consume = &mux.Request{
+		Method: &proto.BasicConsume{Queue: o.Queue, ConsumerTag: cs.tag, NoLocal: o.NoLocal, NoAck: o.NoAck, Exclusive: o.Exclusive, Arguments: o.Args},
+		Tag:    cs.tag,
+		Done: func(_ proto.Method, _ *ops.Message, err error) {
+			if err != nil {
+				cs.startFailed(err)
+			} else {
+				cs.ran.Store(true)
+			}
+			if done != nil {
+				done(err)
+			}
+		}}
+	return qos, consume
 }
 
 // startOwn starts cs on a fresh channel of the current connection, unless
