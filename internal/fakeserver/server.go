@@ -10,6 +10,7 @@
 package fakeserver
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -136,6 +137,26 @@ func Pipe(t testing.TB, opts Options, script func(*Conn)) (net.Conn, *Server) {
 	return client, s
 }
 
+// InMemory makes a server with no listener whose connections are
+// in-memory pipes made by Dial, each with the handshake and then script,
+// as Start's are. Nothing in it uses the network or the wall clock's
+// goroutines, so a test inside a testing/synctest bubble can run a client
+// against it in fake time. Close is registered with t.Cleanup.
+func InMemory(t testing.TB, opts Options, script func(*Conn)) *Server {
+	t.Helper()
+	s := newServer(t, opts, script)
+	t.Cleanup(s.Close)
+	return s
+}
+
+// Dial connects to an InMemory server: it has the signature of
+// leveret.WithDialer's function and ignores the address.
+func (s *Server) Dial(context.Context, string, string) (net.Conn, error) {
+	client, server := net.Pipe()
+	s.serve(server, true)
+	return client, nil
+}
+
 func newServer(t testing.TB, opts Options, script func(*Conn)) *Server {
 	opts.setDefaults()
 	if script == nil {
@@ -144,10 +165,11 @@ func newServer(t testing.TB, opts Options, script func(*Conn)) *Server {
 	return &Server{t: t, opts: opts, script: script}
 }
 
-// URL is the address to Dial: amqp://guest:guest@127.0.0.1:PORT/%2f.
+// URL is the address to Dial: amqp://guest:guest@127.0.0.1:PORT/%2f, or
+// for an InMemory server a placeholder its Dial ignores.
 func (s *Server) URL() string {
 	if s.ln == nil {
-		return ""
+		return "amqp://guest:guest@fakeserver.invalid/%2f"
 	}
 	return fmt.Sprintf("amqp://guest:guest@%s/%%2f", s.ln.Addr())
 }
