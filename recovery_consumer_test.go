@@ -93,3 +93,44 @@ func TestRecoveryConsumerWaitingIsCancelled(t *testing.T) {
 	require.NoError(t, other.Err(), "the other one still waits")
 	require.NoError(t, closeClient(t, c)) // stops its retries; leakCheck sees them gone
 }
+
+// A Client.Consume consumer whose own channel the broker closes while it
+// runs (a channel error: here 406, as for an ack of an unknown tag) does
+// not end: it starts again on a fresh channel, with its Deliveries channel,
+// and the close is reported in an EventConsumerRefused. It ends only when
+// cancelled or when the client closes.
+func TestClientConsumerSurvivesItsChannelsClose(t *testing.T) {
+	leakCheck(t)
+	consumes := make(chan struct{}, 4)
+	b := &fakeserver.Broker{}
+	b.Answered = func(_ int, _ uint16, m proto.Method) {
+		if m.ID() == proto.BasicConsumeID {
+			consumes <- struct{}{}
+		}
+	}
+	s := fakeserver.StartWith(t, fakeserver.Options{ReadTimeout: time.Second}, b.Serve)
+	refused := make(chan error, 4)
+	c := dial(t, s, leveret.WithReconnect(&leveret.Backoff{Initial: time.Millisecond, Max: time.Millisecond}),
+		leveret.WithEventHandler(func(e leveret.Event) {
+			if e.Kind == leveret.EventConsumerRefused {
+				refused <- e.Err
+			}
+		}))
+	cs, err := await(t, c.Consume(ops.Consume{Queue: "q", ConsumerTag: "c"}))
+	require.NoError(t, err)
+	receive(t, consumes, "the first basic.consume")
+	conn := s.Conns()[0]
+	first, ok := b.ChannelOf(conn, "c")
+	require.True(t, ok)
+	require.NoError(t, conn.Send(first, &proto.ChannelClose{ReplyCode: 406, ReplyText: "PRECONDITION_FAILED - unknown delivery tag 7", ClassID: 60, MethodID: 80}))
+	require.ErrorIs(t, receive(t, refused, "EventConsumerRefused"), leveret.ErrPreconditionFailed)
+
+	receive(t, consumes, "basic.consume again")
+	_, err = b.DeliverToAll(conn, "after")
+	require.NoError(t, err)
+	d := receive(t, cs.Deliveries(), "a delivery on the new channel")
+	require.Equal(t, "after", string(d.Body))
+	require.NoError(t, cs.Err())
+	_, err = d.Ack().Wait(waitCtx(t))
+	require.NoError(t, err)
+}

@@ -38,6 +38,9 @@ type Broker struct {
 	// answer, as a broker refusing the method does (then, as RabbitMQ
 	// does, the channel's methods are ignored until its close-ok).
 	Refuse func(n int, channel uint16, m proto.Method) proto.Method
+	// Answered, if set, is called after the broker has answered a method
+	// (or taken one that has no answer), on the script goroutine.
+	Answered func(n int, channel uint16, m proto.Method)
 
 	mu      sync.Mutex
 	conns   int
@@ -125,6 +128,9 @@ func (b *Broker) Serve(c *Conn) {
 		done, err := b.answer(c, bc, f.Channel, m)
 		if done || err != nil {
 			return
+		}
+		if b.Answered != nil {
+			b.Answered(n, f.Channel, m)
 		}
 	}
 }
@@ -260,6 +266,17 @@ func (b *Broker) Consumers(c *Conn) []string {
 		}
 	}
 	return tags
+}
+
+// ChannelOf returns the channel consumer tag was started on, on c.
+func (b *Broker) ChannelOf(c *Conn, tag string) (uint16, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if bc := b.live[c]; bc != nil {
+		ch, ok := bc.consumers[tag]
+		return ch, ok
+	}
+	return 0, false
 }
 
 // DeliverToAll sends one message with body to every consumer started on c,
