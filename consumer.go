@@ -100,7 +100,9 @@ func (cs *Consumer) Done() <-chan struct{} { return cs.done }
 
 // Err is nil while the consumer runs and after a Cancel, else why it ended:
 // ErrConsumerCancelled, ErrConsumerOverflow, or the channel's or
-// connection's error.
+// connection's error. A Client.Consume consumer ends with a channel's or
+// connection's error only when its first start fails or the client ends:
+// later it starts again on a fresh channel (see Client.Consume).
 func (cs *Consumer) Err() error {
 	select {
 	case <-cs.done:
@@ -489,9 +491,11 @@ func (ch *Channel) startConsumer(cs *Consumer, o ops.Consume, done func(error)) 
 // declared it again yet), the consumer does not end: it is tried again,
 // 100 ms after the refusal and then at most every second, until it works,
 // and each refusal is reported (EventConsumerRefused); its Err stays nil
-// and its Deliveries channel open. A consumer ends only when it is
-// cancelled (by the user, or by the broker: basic.cancel), the client
-// closes, or its first start fails. A
+// and its Deliveries channel open. The same holds when the broker closes
+// the consumer's channel while it runs (a channel error such as 406): it
+// starts again on a fresh channel, and the close is reported the same way.
+// A consumer ends only when it is cancelled (by the user, or by the
+// broker: basic.cancel), the client closes, or its first start fails. A
 // consumer of a stream queue resumes at the offset after the last
 // delivery it handed over (from each delivery's x-stream-offset header),
 // whatever x-stream-offset o.Args first asked for: no gap, no duplicate.
