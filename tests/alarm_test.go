@@ -32,7 +32,7 @@ func TestMemoryAlarmBlocksAndUnblocks(t *testing.T) {
 	require.NoError(t, err)
 	defer c.Close(context.Background())
 	queue := uniqueName(t, "alarm")
-	_, err = c.QueueDeclare(ops.QueueDeclare{Queue: queue, AutoDelete: true}).Wait(ctx)
+	_, err = c.QueueDeclare(ops.QueueDeclare{Queue: queue, Durable: true, AutoDelete: true}).Wait(ctx)
 	require.NoError(t, err)
 
 	restore := func() { ctlErr("-n", node, "set_vm_memory_high_watermark", "0.4") }

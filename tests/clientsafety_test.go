@@ -247,7 +247,7 @@ func TestClientPublishOutcomes(t *testing.T) {
 	// A queue that refuses publishes when full nacks them.
 	full := msgName(t, "full")
 	msgCleanup(t, []string{full}, nil)
-	msgOK(t, ctx, c.QueueDeclare(ops.QueueDeclare{Queue: full, Args: ops.Table{"x-max-length": int32(1), "x-overflow": "reject-publish"}}), "declare")
+	msgOK(t, ctx, c.QueueDeclare(ops.QueueDeclare{Queue: full, Durable: true, Args: ops.Table{"x-max-length": int32(1), "x-overflow": "reject-publish"}}), "declare")
 	msgOK(t, ctx, c.Publish(ctx, ops.Publish{RoutingKey: full, Message: ops.Message{Body: []byte("fits")}}), "first publish")
 	_, err = c.Publish(ctx, ops.Publish{RoutingKey: full, Message: ops.Message{Body: []byte("refused")}}).Wait(ctx)
 	require.ErrorIs(t, err, leveret.ErrNacked)

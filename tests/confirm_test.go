@@ -28,7 +28,7 @@ func cfQueue(t *testing.T, c *leveret.Client, args ops.Table) string {
 	t.Helper()
 	q := uniqueName(t, "q")
 	deleteAtEnd(t, []string{q}, nil)
-	_, err := c.QueueDeclare(ops.QueueDeclare{Queue: q, Args: args}).Wait(testContext(t))
+	_, err := c.QueueDeclare(ops.QueueDeclare{Queue: q, Durable: true, Args: args}).Wait(testContext(t))
 	require.NoError(t, err)
 	return q
 }
@@ -268,7 +268,7 @@ func cfCloseMidStream(t *testing.T) (inDoubt int) {
 	t.Cleanup(func() { c.Close(context.Background()) }) // if the test stops early
 	q := uniqueName(t, "q")
 	deleteAtEnd(t, []string{q}, nil)
-	_, err = c.QueueDeclare(ops.QueueDeclare{Queue: q}).Wait(ctx)
+	_, err = c.QueueDeclare(ops.QueueDeclare{Queue: q, Durable: true}).Wait(ctx)
 	require.NoError(t, err)
 	// A modest window: with a huge backlog the broker's channel cannot stop
 	// within its termination timeout and RabbitMQ resets the TCP connection

@@ -228,7 +228,7 @@ func TestCloseJoinsAndIsIdempotent(t *testing.T) {
 
 	require.NoError(t, c.Close(ctx), "second Close")
 
-	p := c.QueueDeclare(ops.QueueDeclare{Queue: uniqueName(t, "late")})
+	p := c.QueueDeclare(ops.QueueDeclare{Queue: uniqueName(t, "late"), Durable: true})
 	requireSettledNow(t, p, "client-level declare after Close")
 	require.ErrorIs(t, p.Err(), leveret.ErrClosed)
 	_, err = c.Channel(ctx)
@@ -240,7 +240,7 @@ func TestCloseJoinsAndIsIdempotent(t *testing.T) {
 		require.FailNow(t, "the explicit channel did not end with the client")
 	}
 	require.ErrorIs(t, ch.Err(), leveret.ErrClosed)
-	pc := ch.QueueDeclare(ops.QueueDeclare{Queue: uniqueName(t, "late")})
+	pc := ch.QueueDeclare(ops.QueueDeclare{Queue: uniqueName(t, "late"), Durable: true})
 	requireSettledNow(t, pc, "channel declare after Close")
 	require.ErrorIs(t, pc.Err(), leveret.ErrClosed)
 	require.ErrorIs(t, ch.Send(ctx, ops.Publish{RoutingKey: "late"}), leveret.ErrClosed, "Send after Close")
@@ -348,11 +348,11 @@ func TestBrokerClosesConnection(t *testing.T) {
 	}
 	require.ErrorIs(t, ch.Err(), leveret.ErrConnectionForced)
 
-	late := c.QueueDeclare(ops.QueueDeclare{Queue: uniqueName(t, "late")})
+	late := c.QueueDeclare(ops.QueueDeclare{Queue: uniqueName(t, "late"), Durable: true})
 	requireSettledNow(t, late, "client-level declare after the broker closed")
 	require.ErrorIs(t, late.Err(), leveret.ErrConnectionForced)
 	require.ErrorAs(t, late.Err(), new(*leveret.ConnectionError))
-	lateCh := ch.QueueDeclare(ops.QueueDeclare{Queue: uniqueName(t, "late")})
+	lateCh := ch.QueueDeclare(ops.QueueDeclare{Queue: uniqueName(t, "late"), Durable: true})
 	requireSettledNow(t, lateCh, "channel declare after the broker closed")
 	require.ErrorIs(t, lateCh.Err(), leveret.ErrConnectionForced)
 	_, err = c.Channel(ctx)

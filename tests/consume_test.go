@@ -131,7 +131,7 @@ func TestSlowConsumerDoesNotStallOthers(t *testing.T) {
 	ch2 := msgChannel(t, c)
 	q3 := msgName(t, "q3")
 	msgCleanup(t, []string{q3}, nil)
-	ok := msgOK(t, ctx, ch2.QueueDeclare(ops.QueueDeclare{Queue: q3}), "declare on another channel")
+	ok := msgOK(t, ctx, ch2.QueueDeclare(ops.QueueDeclare{Queue: q3, Durable: true}), "declare on another channel")
 	assert.Equal(t, q3, ok.Queue)
 	g := msgOK(t, ctx, ch2.Get(ops.Get{Queue: q2}), "get on another channel")
 	require.False(t, g.Empty())
@@ -426,7 +426,7 @@ func TestConsumeEndBrokerCancel(t *testing.T) {
 	}
 	// An explicit channel outlives its consumer.
 	assert.NoError(t, ch.Err())
-	msgOK(t, ctx, ch.QueueDeclare(ops.QueueDeclare{Queue: q2}), "explicit channel still works")
+	msgOK(t, ctx, ch.QueueDeclare(ops.QueueDeclare{Queue: q2, Durable: true}), "explicit channel still works")
 }
 
 // TestConsumeEndCancel: Cancel resolves; what was buffered is still
@@ -566,7 +566,7 @@ func TestConsumeErrWhenDeliveriesClose(t *testing.T) {
 	for i := range rounds {
 		q := msgName(t, fmt.Sprint("q", i))
 		msgCleanup(t, []string{q}, nil)
-		msgOK(t, ctx, c.QueueDeclare(ops.QueueDeclare{Queue: q}), "declare")
+		msgOK(t, ctx, c.QueueDeclare(ops.QueueDeclare{Queue: q, Durable: true}), "declare")
 		cs := msgConsume(t, c, ops.Consume{Queue: q})
 		msgOK(t, ctx, c.QueueDelete(ops.QueueDelete{Queue: q}), "delete")
 		for range cs.Deliveries() {
@@ -590,7 +590,7 @@ func TestClientConsumeBehindDeclare(t *testing.T) {
 
 	consumers := make([]*leveret.Promise[*leveret.Consumer], n)
 	for i, q := range qs {
-		c.QueueDeclare(ops.QueueDeclare{Queue: q})
+		c.QueueDeclare(ops.QueueDeclare{Queue: q, Durable: true})
 		consumers[i] = c.Consume(ops.Consume{Queue: q, Prefetch: 10})
 	}
 	for i, q := range qs {

@@ -82,7 +82,7 @@ func msgQueue(t *testing.T, c *leveret.Client) string {
 	t.Helper()
 	q := msgName(t, "q")
 	msgCleanup(t, []string{q}, nil)
-	_, err := c.QueueDeclare(ops.QueueDeclare{Queue: q}).Wait(msgCtx(t))
+	_, err := c.QueueDeclare(ops.QueueDeclare{Queue: q, Durable: true}).Wait(msgCtx(t))
 	require.NoError(t, err, "declare queue %s", q)
 	return q
 }

@@ -646,13 +646,13 @@ func TestRecoveryOneEntityFails(t *testing.T) {
 	log := newEventLog()
 	c := dial(t, leveret.WithConnectionName(name), leveret.WithEventHandler(log.handle))
 	for _, q := range []string{clash, fine} {
-		_, err := c.QueueDeclare(ops.QueueDeclare{Queue: q}).Wait(ctx)
+		_, err := c.QueueDeclare(ops.QueueDeclare{Queue: q, Durable: true}).Wait(ctx)
 		require.NoError(t, err)
 	}
 	other := dial(t, leveret.WithReconnect(nil))
 	_, err := other.QueueDelete(ops.QueueDelete{Queue: clash}).Wait(ctx)
 	require.NoError(t, err)
-	_, err = other.QueueDeclare(ops.QueueDeclare{Queue: clash, Args: ops.Table{"x-max-length": int32(5)}}).Wait(ctx)
+	_, err = other.QueueDeclare(ops.QueueDeclare{Queue: clash, Durable: true, Args: ops.Table{"x-max-length": int32(5)}}).Wait(ctx)
 	require.NoError(t, err)
 
 	forceClose(t, name)

@@ -71,7 +71,7 @@ func roundTrip(t *testing.T, c *leveret.Client) {
 	t.Helper()
 	ctx := testContext(t)
 	q := uniqueName(t, "tls")
-	_, err := c.QueueDeclare(ops.QueueDeclare{Queue: q, AutoDelete: true}).Wait(ctx)
+	_, err := c.QueueDeclare(ops.QueueDeclare{Queue: q, Durable: true, AutoDelete: true}).Wait(ctx)
 	require.NoError(t, err)
 	big := make([]byte, 300<<10)
 	for i := range big {

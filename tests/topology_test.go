@@ -46,7 +46,7 @@ func TestPipelinedQueueDeclares(t *testing.T) {
 		start := time.Now()
 		ps := make([]*leveret.Promise[ops.QueueDeclareOk], n)
 		for i, q := range names {
-			ps[i] = c.QueueDeclare(ops.QueueDeclare{Queue: q})
+			ps[i] = c.QueueDeclare(ops.QueueDeclare{Queue: q, Durable: true})
 		}
 		issued := time.Since(start)
 		oks, err := leveret.Collect(ctx, ps)
@@ -76,7 +76,7 @@ func TestPipelinedQueueDeclares(t *testing.T) {
 	all = append(all, seq...)
 	seqStart := time.Now()
 	for _, q := range seq {
-		ok, err := c.QueueDeclare(ops.QueueDeclare{Queue: q}).Wait(ctx)
+		ok, err := c.QueueDeclare(ops.QueueDeclare{Queue: q, Durable: true}).Wait(ctx)
 		require.NoError(t, err)
 		require.Equal(t, q, ok.Queue)
 	}
@@ -128,10 +128,10 @@ func TestClientDeclareConflictFailsAlone(t *testing.T) {
 			ps = append(ps, c.QueueDeclare(ops.QueueDeclare{Queue: conflict})) // durable false: inequivalent
 		case i < bad:
 			want = append(want, names[i])
-			ps = append(ps, c.QueueDeclare(ops.QueueDeclare{Queue: names[i]}))
+			ps = append(ps, c.QueueDeclare(ops.QueueDeclare{Queue: names[i], Durable: true}))
 		default:
 			want = append(want, names[i-1])
-			ps = append(ps, c.QueueDeclare(ops.QueueDeclare{Queue: names[i-1]}))
+			ps = append(ps, c.QueueDeclare(ops.QueueDeclare{Queue: names[i-1], Durable: true}))
 		}
 	}
 	err = leveret.WaitAll(ctx, leveret.Waiters(ps)...)
@@ -162,10 +162,9 @@ func TestClientDeclareConflictFailsAlone(t *testing.T) {
 	onBroker := brokerQueues(t)
 	for _, q := range names {
 		require.Contains(t, onBroker, q)
-		assert.False(t, onBroker[q].Durable)
 	}
 	require.Contains(t, onBroker, conflict)
-	assert.True(t, onBroker[conflict].Durable, "the conflicting redeclare changed nothing")
+	assert.True(t, onBroker[conflict].Durable, "the conflicting (non-durable) redeclare changed nothing")
 }
 
 // On an explicit channel the same conflict closes the channel: operations
@@ -190,11 +189,11 @@ func TestChannelDeclareConflictFailsFollowers(t *testing.T) {
 	var ws []leveret.Waiter
 	var bps, aps []*leveret.Promise[ops.QueueDeclareOk]
 	for _, q := range before {
-		bps = append(bps, ch.QueueDeclare(ops.QueueDeclare{Queue: q}))
+		bps = append(bps, ch.QueueDeclare(ops.QueueDeclare{Queue: q, Durable: true}))
 	}
 	badP := ch.QueueDeclare(ops.QueueDeclare{Queue: conflict})
 	for _, q := range after {
-		aps = append(aps, ch.QueueDeclare(ops.QueueDeclare{Queue: q}))
+		aps = append(aps, ch.QueueDeclare(ops.QueueDeclare{Queue: q, Durable: true}))
 	}
 	ws = append(append(append(ws, leveret.Waiters(bps)...), badP), leveret.Waiters(aps)...)
 	err = leveret.WaitAll(ctx, ws...)
@@ -228,7 +227,7 @@ func TestChannelDeclareConflictFailsFollowers(t *testing.T) {
 	require.ErrorAs(t, ch.Err(), &chErr)
 	assert.Equal(t, leveret.ReplyCode(406), chErr.Code)
 
-	late := ch.QueueDeclare(ops.QueueDeclare{Queue: extra})
+	late := ch.QueueDeclare(ops.QueueDeclare{Queue: extra, Durable: true})
 	requireSettledNow(t, late, "declare on a failed channel")
 	require.ErrorIs(t, late.Err(), leveret.ErrPreconditionFailed)
 	lateX := ch.ExchangeDeclare(ops.ExchangeDeclare{Exchange: extra})
@@ -243,7 +242,7 @@ func TestChannelDeclareConflictFailsFollowers(t *testing.T) {
 		assert.NotContains(t, onBroker, q, "discarded by the broker, so it must not exist")
 	}
 
-	ok, err := c.QueueDeclare(ops.QueueDeclare{Queue: extra}).Wait(ctx)
+	ok, err := c.QueueDeclare(ops.QueueDeclare{Queue: extra, Durable: true}).Wait(ctx)
 	require.NoError(t, err, "the client still works")
 	require.Equal(t, extra, ok.Queue)
 }
@@ -259,13 +258,13 @@ func TestAbandonedWait(t *testing.T) {
 	ch, err := c.Channel(ctx)
 	require.NoError(t, err)
 
-	p1 := ch.QueueDeclare(ops.QueueDeclare{Queue: q1})
+	p1 := ch.QueueDeclare(ops.QueueDeclare{Queue: q1, Durable: true})
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
 	_, err = p1.Wait(cancelled)
 	require.ErrorIs(t, err, context.Canceled)
 
-	ok2, err := ch.QueueDeclare(ops.QueueDeclare{Queue: q2}).Wait(ctx)
+	ok2, err := ch.QueueDeclare(ops.QueueDeclare{Queue: q2, Durable: true}).Wait(ctx)
 	require.NoError(t, err, "the next operation on the channel")
 	require.Equal(t, q2, ok2.Queue)
 
@@ -307,7 +306,7 @@ func TestTopologyKindsAndArguments(t *testing.T) {
 		q := uniqueName(t, "q")
 		deleteAtEnd(t, []string{q}, names)
 
-		ws := []leveret.Waiter{c.QueueDeclare(ops.QueueDeclare{Queue: q})}
+		ws := []leveret.Waiter{c.QueueDeclare(ops.QueueDeclare{Queue: q, Durable: true})}
 		for _, k := range kinds {
 			ws = append(ws, c.ExchangeDeclare(ops.ExchangeDeclare{Exchange: xs[k], Kind: k, AutoDelete: false}))
 		}
@@ -408,15 +407,15 @@ func TestTopologyKindsAndArguments(t *testing.T) {
 		classicArgs := ops.Table{"x-message-ttl": int32(60000), "x-max-length": int32(100), "x-max-length-bytes": int64(1 << 20)}
 		quorumArgs := ops.Table{"x-queue-type": "quorum", "x-max-length": int32(10)}
 		require.NoError(t, leveret.WaitAll(ctx,
-			c.QueueDeclare(ops.QueueDeclare{Queue: classic, Args: classicArgs}),
+			c.QueueDeclare(ops.QueueDeclare{Queue: classic, Durable: true, Args: classicArgs}),
 			c.QueueDeclare(ops.QueueDeclare{Queue: quorum, Durable: true, Args: quorumArgs}),
 		))
 		// Redeclaring with equal arguments succeeds, with another value fails.
 		require.NoError(t, leveret.WaitAll(ctx,
-			c.QueueDeclare(ops.QueueDeclare{Queue: classic, Args: classicArgs}),
+			c.QueueDeclare(ops.QueueDeclare{Queue: classic, Durable: true, Args: classicArgs}),
 			c.QueueDeclare(ops.QueueDeclare{Queue: quorum, Durable: true, Args: quorumArgs}),
 		))
-		_, err := c.QueueDeclare(ops.QueueDeclare{Queue: classic, Args: ops.Table{"x-message-ttl": int32(1000)}}).Wait(ctx)
+		_, err := c.QueueDeclare(ops.QueueDeclare{Queue: classic, Durable: true, Args: ops.Table{"x-message-ttl": int32(1000)}}).Wait(ctx)
 		require.ErrorIs(t, err, leveret.ErrPreconditionFailed)
 
 		onBroker := brokerQueues(t)
@@ -436,7 +435,7 @@ func TestTopologyKindsAndArguments(t *testing.T) {
 		ctx := testContext(t)
 		q := uniqueName(t, "q")
 		deleteAtEnd(t, []string{q}, nil)
-		ok, err := c.QueueDeclare(ops.QueueDeclare{Queue: q}).Wait(ctx)
+		ok, err := c.QueueDeclare(ops.QueueDeclare{Queue: q, Durable: true}).Wait(ctx)
 		require.NoError(t, err)
 		assert.Equal(t, ops.QueueDeclareOk{Queue: q, MessageCount: 0, ConsumerCount: 0}, ok)
 		purged, err := c.QueuePurge(ops.QueuePurge{Queue: q}).Wait(ctx)
@@ -466,7 +465,7 @@ func TestClientOrderingAcrossPool(t *testing.T) {
 	for i := range pairs {
 		ws = append(ws,
 			c.ExchangeDeclare(ops.ExchangeDeclare{Exchange: xs[i], Kind: ops.Topic}),
-			c.QueueDeclare(ops.QueueDeclare{Queue: qs[i]}),
+			c.QueueDeclare(ops.QueueDeclare{Queue: qs[i], Durable: true}),
 			c.QueueBind(ops.QueueBind{Queue: qs[i], Exchange: xs[i], RoutingKey: "k." + qs[i]}),
 		)
 		if i > 0 { // two exchanges, possibly on two other channels
