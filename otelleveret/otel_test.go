@@ -51,7 +51,7 @@ func setup(t *testing.T) (*fixture, context.Context) {
 	require.NoError(t, err, "dial %s", brokerURL())
 	t.Cleanup(func() { require.NoError(t, f.c.Close(context.Background())) })
 	f.q = fmt.Sprintf("otelleveret.%s.%08x", t.Name(), rand.Uint32())
-	_, err = f.c.QueueDeclare(ops.QueueDeclare{Queue: f.q}).Wait(ctx)
+	_, err = f.c.QueueDeclare(ops.QueueDeclare{Queue: f.q, Durable: true}).Wait(ctx)
 	require.NoError(t, err)
 	t.Cleanup(func() { f.c.QueueDelete(ops.QueueDelete{Queue: f.q}).Wait(context.Background()) })
 	return f, ctx
@@ -163,7 +163,7 @@ func TestTraceContextInteropWithAmqp091(t *testing.T) {
 
 	// leveret → amqp091-go.
 	q2 := f.q + ".to091"
-	_, err = f.c.QueueDeclare(ops.QueueDeclare{Queue: q2}).Wait(ctx)
+	_, err = f.c.QueueDeclare(ops.QueueDeclare{Queue: q2, Durable: true}).Wait(ctx)
 	require.NoError(t, err)
 	t.Cleanup(func() { f.c.QueueDelete(ops.QueueDelete{Queue: q2}).Wait(context.Background()) })
 	_, err = f.c.Publish(ctx, ops.Publish{RoutingKey: q2, Message: ops.Message{Body: []byte("to amqp091-go")}}).Wait(ctx)
@@ -207,7 +207,7 @@ func TestMetricsCountWhatWasSent(t *testing.T) {
 	_, err = ch.ConfirmSelect().Wait(ctx)
 	require.NoError(t, err)
 	q2 := f.q + ".explicit"
-	_, err = f.c.QueueDeclare(ops.QueueDeclare{Queue: q2}).Wait(ctx)
+	_, err = f.c.QueueDeclare(ops.QueueDeclare{Queue: q2, Durable: true}).Wait(ctx)
 	require.NoError(t, err)
 	t.Cleanup(func() { f.c.QueueDelete(ops.QueueDelete{Queue: q2}).Wait(context.Background()) })
 	for range 10 {

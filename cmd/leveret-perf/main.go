@@ -65,7 +65,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&cfg.prefetch, "prefetch", 100, "consumer prefetch (basic.qos)")
 	ack := fs.String("ack", "each", `acknowledgement: "each", "auto" (no acks), or N for one multiple ack every N messages`)
 	fs.StringVar(&cfg.queueType, "queue-type", "classic", "queue type: classic, quorum or stream")
-	fs.BoolVar(&cfg.durable, "durable", false, "durable queues (quorum and stream queues always are)")
+	fs.BoolVar(&cfg.durable, "durable", true, "durable queues (quorum and stream queues always are); -durable=false declares transient ones, which RabbitMQ 4.x refuses with its next defaults")
 	fs.BoolVar(&cfg.persistent, "persistent", false, "persistent messages (delivery mode 2)")
 	fs.BoolVar(&cfg.mandatory, "mandatory", false, "publish mandatory: unroutable messages are returned and counted")
 	fs.IntVar(&cfg.queues, "queues", 1, "number of queues; producers and consumers are spread over them")

@@ -76,7 +76,7 @@ func run(ctx context.Context, url string, out io.Writer, n int) (err error) {
 	// Issue everything, then wait once.
 	batch := []leveret.Waiter{
 		ch.ExchangeDeclare(ops.ExchangeDeclare{Exchange: exchange, Kind: ops.Direct}),
-		ch.QueueDeclare(ops.QueueDeclare{Queue: queue}),
+		ch.QueueDeclare(ops.QueueDeclare{Queue: queue, Durable: true}),
 		ch.QueueBind(ops.QueueBind{Queue: queue, Exchange: exchange, RoutingKey: "greeting"}),
 	}
 	gets := make([]*leveret.Promise[leveret.GetResult], n)
