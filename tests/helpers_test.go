@@ -143,8 +143,22 @@ func ctl(t *testing.T, args ...string) string {
 func ctlErr(args ...string) (string, error) {
 	cctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(cctx, "rabbitmqctl", append([]string{"-q"}, args...)...).CombinedOutput()
+	cmd := ctlCommand()
+	cmd = append(cmd, "-q")
+	out, err := exec.CommandContext(cctx, cmd[0], append(cmd[1:], args...)...).CombinedOutput()
 	return ansiCodes.ReplaceAllString(string(out), ""), err
+}
+
+// ctlCommand is how to run rabbitmqctl against the test broker:
+// $LEVERET_CTL, split on spaces, for a broker whose tools live elsewhere
+// (`scripts/chroot-broker.sh ctl newest lnext` for a RabbitMQ 4.x node from
+// its chroot; a "-n NODE" among the arguments still picks another node), or
+// the host's rabbitmqctl.
+func ctlCommand() []string {
+	if c := strings.Fields(os.Getenv("LEVERET_CTL")); len(c) > 0 {
+		return c
+	}
+	return []string{"rabbitmqctl"}
 }
 
 // ctlJSON runs rabbitmqctl with --formatter json and decodes its output into v.

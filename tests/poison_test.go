@@ -12,8 +12,8 @@ import (
 )
 
 // Poison operations (issue 23, §1): RabbitMQ closes the whole connection
-// for a declaration of an exchange type it does not know (503) and for a
-// prefetch size (540). Each fails alone with the broker's error, costs at
+// for a declaration of an exchange type it does not know (503; 4.x closes
+// only the channel, 406) and for a prefetch size (540). Each fails alone with the broker's error, costs at
 // most two reconnects, and the client's other operations and consumers go
 // on. Before, the client re-sent the operation on every new connection:
 // 63 drops in 5 s, for ever.
@@ -43,12 +43,24 @@ func TestPoisonOperationsFailAlone(t *testing.T) {
 			c.QueueDeclare(ops.QueueDeclare{Queue: queues[i], Durable: true}))
 	}
 	_, err = poison.Wait(ctx)
+	// RabbitMQ 3.10 closes the connection over it (503); 4.x only the
+	// channel (406). Either way it fails alone.
 	var ce *leveret.ConnectionError
-	require.ErrorAs(t, err, &ce)
-	require.ErrorIs(t, err, leveret.ErrCommandInvalid)
-	require.Equal(t, "exchange.declare", ce.Method())
+	var che *leveret.ChannelError
+	switch {
+	case errors.As(err, &ce):
+		require.ErrorIs(t, err, leveret.ErrCommandInvalid)
+		require.Equal(t, "exchange.declare", ce.Method())
+	case errors.As(err, &che):
+		require.ErrorIs(t, err, leveret.ErrPreconditionFailed)
+		require.Equal(t, "exchange.declare", che.Method())
+	default:
+		t.Fatalf("the unknown exchange type failed with %v", err)
+	}
 	require.NoError(t, leveret.WaitAll(ctx, all...), "the declarations in flight with it")
-	log.waitRecovered(t, 1)
+	if ce != nil {
+		log.waitRecovered(t, 1)
+	}
 	require.LessOrEqual(t, len(log.of(leveret.EventDisconnected)), 2, "reconnects for one poison declaration")
 
 	// A prefetch size on an explicit channel.

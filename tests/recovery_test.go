@@ -353,7 +353,14 @@ func node2URL() string {
 	return "amqp://guest:guest@127.0.0.1:5673/%2f"
 }
 
-func node2Name(t *testing.T) string { return localNode(t, "leveret2") }
+// node2Name is the extra node's Erlang name: $LEVERET_NODE2 (a bare name
+// on this host), or leveret2.
+func node2Name(t *testing.T) string {
+	if n := os.Getenv("LEVERET_NODE2"); n != "" {
+		return localNode(t, n)
+	}
+	return localNode(t, "leveret2")
+}
 
 // localNode is the Erlang node name of a node called name on this host.
 func localNode(t *testing.T, name string) string {
