@@ -170,6 +170,11 @@ func handshake(ctx context.Context, nc net.Conn, fr *proto.FrameReader, u uri, c
 	if t.frameMax == 0 {
 		t.frameMax = 1 << 27
 	}
+	if floor, who := frameMaxFloor(t.server); t.frameMax < floor {
+		// The broker would hang up after tune-ok without a word (RabbitMQ
+		// 4.1 and later): say why here, once, rather than redial.
+		return t, &settingError{fmt.Errorf("amqp: dial %s: frame_max %d is below %d, the smallest %s accepts (WithFrameMax, ?frame_max=)", u, t.frameMax, floor, who)}
+	}
 	if !(cfg.heartbeatSet && cfg.heartbeat == 0) {
 		t.heartbeat = time.Duration(negotiate(uint32(cfg.heartbeat/time.Second), uint32(tune.Heartbeat))) * time.Second
 	}
@@ -182,6 +187,11 @@ func handshake(ctx context.Context, nc net.Conn, fr *proto.FrameReader, u uri, c
 	}
 	m, err = readMethod(nc, fr)
 	if err != nil {
+		if t.frameMax < frameMaxRabbitMQ41 && hungUp(err) {
+			// A broker that hides its version refused the frame size the
+			// same way: redialling would meet the same refusal.
+			return t, &settingError{fmt.Errorf("amqp: dial %s: the broker closed the connection after connection.tune-ok with frame_max %d: it refuses frames this small (RabbitMQ 4.1 and later accept no less than %d; WithFrameMax, ?frame_max=): %w", u, t.frameMax, frameMaxRabbitMQ41, err)}
+		}
 		return t, fmt.Errorf("amqp: dial %s: opening vhost: %w", u, err)
 	}
 	if _, ok := m.(*proto.ConnectionOpenOk); !ok {

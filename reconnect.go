@@ -244,6 +244,10 @@ func worthRetrying(err error) bool {
 			return false
 		}
 	}
+	var setting *settingError
+	if errors.As(err, &setting) {
+		return false
+	}
 	var unknownCA x509.UnknownAuthorityError
 	var hostname x509.HostnameError
 	var invalid x509.CertificateInvalidError

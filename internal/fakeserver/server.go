@@ -62,6 +62,10 @@ type Options struct {
 	// connection (SO_RCVBUF), for tests that need the client's writes to
 	// back up quickly once the server stops reading (Conn.PauseReading).
 	ReadBuffer int
+	// Product and Version, if set, replace "fakeserver" and "0.0.0" in
+	// the server properties of connection.start (to play a RabbitMQ of a
+	// given version).
+	Product, Version string
 	// ReadTimeout bounds each ReadMethod, ReadFrame and handshake step, so
 	// a script waiting for something the client never sends fails rather
 	// than hangs; it also bounds writes. Default 10 s.
@@ -272,10 +276,17 @@ func (c *Conn) handshake() error {
 	if err := proto.ReadProtocolHeader(c.nc); err != nil {
 		return fmt.Errorf("protocol header: %w", err)
 	}
+	props := ServerProperties()
+	if o.Product != "" {
+		props["product"] = o.Product
+	}
+	if o.Version != "" {
+		props["version"] = o.Version
+	}
 	start := &proto.ConnectionStart{
 		VersionMajor:     0,
 		VersionMinor:     9,
-		ServerProperties: ServerProperties(),
+		ServerProperties: props,
 		Mechanisms:       o.Mechanisms,
 		Locales:          "en_US",
 	}
