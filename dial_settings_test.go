@@ -24,7 +24,10 @@ func TestDialFrameMaxBelowTheBrokersFloor(t *testing.T) {
 	s := fakeserver.StartWith(t, fakeserver.Options{Product: "RabbitMQ", Version: "4.3.6", ReadTimeout: time.Second},
 		func(c *fakeserver.Conn) { conns.Add(1); c.Serve() })
 	for _, dial := range []func(ctx context.Context) error{
-		func(ctx context.Context) error { _, err := leveret.Dial(ctx, s.URL(), leveret.WithFrameMax(4096)); return err },
+		func(ctx context.Context) error {
+			_, err := leveret.Dial(ctx, s.URL(), leveret.WithFrameMax(4096))
+			return err
+		},
 		func(ctx context.Context) error { _, err := leveret.Dial(ctx, s.URL()+"?frame_max=4096"); return err },
 	} {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
