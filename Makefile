@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 GO ?= go
 
-.PHONY: test demo fuzz broker cluster bench
+.PHONY: test demo fuzz broker broker4 cluster bench
 
 # The default broker; an extra independent node (port 5673) that the recovery tests stop and
 # start (rabbitmqctl stop_app) and the memory-alarm test blocks, without disturbing the tests
@@ -22,7 +22,19 @@ broker:
 cluster:
 	scripts/cluster.sh up
 
-test: broker cluster
+# RabbitMQ 4.x (the newest Debian packages, sid; 4.0 from trixie when sid cannot be built) with the
+# defaults RabbitMQ announces as the next ones: a node for the suite (5690) and an extra one that
+# the recovery tests stop and start (5692). scripts/chroot-broker.sh builds the chroot once.
+BROKER4 = scripts/chroot-broker.sh
+broker4:
+	$(BROKER4) node newest lnext 5690 next
+	$(BROKER4) node newest lnext2 5692 next
+
+# The environment that points tests/ at the 4.x nodes (the TLS node stays the host's).
+ENV4 = AMQP_URL=amqp://guest:guest@127.0.0.1:5690/%2f AMQP_URL_NODE2=amqp://guest:guest@127.0.0.1:5692/%2f \
+	LEVERET_NODE2=lnext2 LEVERET_CTL="$(CURDIR)/$(BROKER4) ctl newest lnext"
+
+test: broker broker4 cluster
 	$(GO) vet ./...
 	cd bench && $(GO) vet ./...
 	cd tests/netfaults && $(GO) vet ./...
@@ -40,6 +52,9 @@ test: broker cluster
 		exit $$rc; \
 	fi
 	$(GO) test -race -count=1 -timeout 30m -v $$($(GO) list ./... | grep -v /tests/cluster)
+	@# The broker-facing suite (tests/, with the examples) again on RabbitMQ 4.x with its next defaults.
+	@echo "== tests/ on RabbitMQ $$($(BROKER4) ctl newest lnext -q eval 'rabbit_misc:version().' | tr -d '\"') (next defaults)"
+	cd tests && $(ENV4) $(GO) test -race -count=1 -timeout 30m -v ./
 	@# The recovery's step-kill harness (recovery_steps_test.go), 20 runs in a row: the connection
 	@# that recovers is killed at each step in turn; timing varies which step is which.
 	$(GO) test -race -count=20 -timeout 10m -run '^TestRecoveryStepKill$$' .

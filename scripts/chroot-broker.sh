@@ -28,7 +28,9 @@ readonly READY_TIMEOUT=${BROKER_READY_TIMEOUT:-90}
 say() { printf 'chroot-broker: %s\n' "$*"; }
 die() { printf 'chroot-broker: %s\n' "$*" >&2; exit 1; }
 
-[[ $(id -u) -eq 0 ]] || die "needs root (debootstrap, chroot, mounts)"
+if [[ $(id -u) -ne 0 ]]; then # debootstrap, chroot and mounts need root
+	exec sudo -E "$0" "$@"
+fi
 
 # suite_of and epmd_of map a series to its Debian suite and its epmd port.
 suite_of() {
@@ -82,9 +84,20 @@ resolve() {
 	echo 4.0
 }
 
+# built maps a series to the one whose chroot exists: newest is 4.0 when
+# only that one could be built (see resolve).
+built() {
+	if [[ $1 == newest && ! -d $CHROOTS/$(suite_of newest) && -d $CHROOTS/$(suite_of 4.0) ]]; then
+		echo 4.0
+	else
+		echo "$1"
+	fi
+}
+
 # enter runs a command in the chroot of a series with the node's environment.
 enter() {
-	local series=$1 name=$2
+	local series name=$2
+	series=$(built "$1")
 	shift 2
 	local dir base
 	dir=$CHROOTS/$(suite_of "$series")

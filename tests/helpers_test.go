@@ -143,18 +143,22 @@ func ctl(t *testing.T, args ...string) string {
 func ctlErr(args ...string) (string, error) {
 	cctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	cmd := ctlCommand()
+	cmd := ctlCommand(args)
 	cmd = append(cmd, "-q")
 	out, err := exec.CommandContext(cctx, cmd[0], append(cmd[1:], args...)...).CombinedOutput()
 	return ansiCodes.ReplaceAllString(string(out), ""), err
 }
 
-// ctlCommand is how to run rabbitmqctl against the test broker:
+// ctlCommand is how to run rabbitmqctl with args against the test broker:
 // $LEVERET_CTL, split on spaces, for a broker whose tools live elsewhere
 // (`scripts/chroot-broker.sh ctl newest lnext` for a RabbitMQ 4.x node from
-// its chroot; a "-n NODE" among the arguments still picks another node), or
-// the host's rabbitmqctl.
-func ctlCommand() []string {
+// its chroot; a "-n NODE" among the arguments still picks another node of
+// it), or the host's rabbitmqctl. The TLS node is always the host's (made
+// by scripts/broker.sh tls), so it is always asked with the host's tool.
+func ctlCommand(args []string) []string {
+	if len(args) >= 2 && args[0] == "-n" && strings.HasPrefix(args[1], "ltls@") {
+		return []string{"rabbitmqctl"}
+	}
 	if c := strings.Fields(os.Getenv("LEVERET_CTL")); len(c) > 0 {
 		return c
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/url"
 	"os"
 	"slices"
 	"strconv"
@@ -394,7 +395,9 @@ func TestRecoveryBrokerRestart(t *testing.T) {
 	c, err := leveret.Dial(ctx, "", leveret.WithFailover(urls...), leveret.WithEventHandler(log.handle))
 	require.NoError(t, err, "dial node %s (make test starts it: scripts/broker.sh node leveret2 5673)", node)
 	defer func() { require.NoError(t, c.Close(context.Background())) }()
-	require.Contains(t, log.wait(t, leveret.EventConnected, 1).Endpoint, "5673")
+	node2, err := url.Parse(node2URL())
+	require.NoError(t, err)
+	require.Contains(t, log.wait(t, leveret.EventConnected, 1).Endpoint, node2.Host)
 
 	waiting, err := leveret.Dial(ctx, node2URL(), leveret.WithReconnect(&leveret.Backoff{Initial: time.Hour, Max: time.Hour}))
 	require.NoError(t, err)
