@@ -123,3 +123,20 @@ func TestStateAndEventNames(t *testing.T) {
 		require.Equal(t, want, v.String())
 	}
 }
+
+// ANONYMOUS is used only when asked for: it sends no credentials. By
+// default the client logs in with PLAIN even where the broker offers
+// ANONYMOUS first.
+func TestMechanismAnonymousOnlyWhenAsked(t *testing.T) {
+	leakCheck(t)
+	s := fakeserver.StartWith(t, fakeserver.Options{Mechanisms: "ANONYMOUS PLAIN AMQPLAIN", ReadTimeout: time.Second}, nil)
+	c := dial(t, s)
+	require.Equal(t, "PLAIN", s.Conns()[0].Handshake().StartOk.Mechanism)
+	require.NoError(t, closeClient(t, c))
+
+	c = dial(t, s, leveret.WithMechanisms("anonymous"))
+	start := s.Conns()[1].Handshake().StartOk
+	require.Equal(t, "ANONYMOUS", start.Mechanism)
+	require.Empty(t, start.Response, "credentials sent with ANONYMOUS")
+	require.NoError(t, closeClient(t, c))
+}

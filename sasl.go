@@ -12,19 +12,23 @@ import (
 
 // SASL mechanisms leveret speaks, strongest first: EXTERNAL (the TLS client
 // certificate, no password on the wire), PLAIN (the standard one), AMQPLAIN
-// (RabbitMQ's older table form of the same credentials).
-var saslMechanisms = []string{"EXTERNAL", "PLAIN", "AMQPLAIN"}
+// (RabbitMQ's older table form of the same credentials), ANONYMOUS (no
+// credentials at all; RabbitMQ 4.x offers it by default and logs the
+// client in as its anonymous_login_user).
+var saslMechanisms = []string{"EXTERNAL", "PLAIN", "AMQPLAIN", "ANONYMOUS"}
 
 // errNoMechanism marks a handshake that found no SASL mechanism both sides
 // allow; trying again cannot help.
 var errNoMechanism = errors.New("amqp: no SASL mechanism both sides allow")
 
 // WithMechanisms restricts the SASL mechanisms the client may use, from
-// EXTERNAL, PLAIN and AMQPLAIN (default PLAIN and AMQPLAIN; with
+// EXTERNAL, PLAIN, AMQPLAIN and ANONYMOUS (default PLAIN and AMQPLAIN; with
 // WithExternalAuth, EXTERNAL only). Of those the broker offers, the strongest
-// is chosen: EXTERNAL, then PLAIN, then AMQPLAIN. EXTERNAL needs TLS with a
-// client certificate. If none is offered, Dial fails at once with an error
-// naming both lists.
+// is chosen: EXTERNAL, then PLAIN, then AMQPLAIN, then ANONYMOUS. EXTERNAL
+// needs TLS with a client certificate. ANONYMOUS sends no credentials (the
+// URL's are not used): it is never chosen unless asked for, and RabbitMQ
+// offers it from 4.0 on. If none is offered, Dial fails at once with an
+// error naming both lists.
 func WithMechanisms(names ...string) Option {
 	return optionFunc(func(c *config) {
 		c.mechanisms = make([]string, len(names))
@@ -75,6 +79,8 @@ func chooseMechanism(cfg *config, offered string, user, password string) (string
 			return m, "", nil
 		case "PLAIN":
 			return m, "\x00" + user + "\x00" + password, nil
+		case "ANONYMOUS":
+			return m, "", nil // RFC 4505: the trace information is optional
 		default: // AMQPLAIN: a field table without its length prefix
 			t, err := proto.AppendTable(nil, ops.Table{"LOGIN": user, "PASSWORD": password})
 			if err != nil {

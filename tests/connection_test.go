@@ -389,3 +389,25 @@ func TestMechanismsAgainstBroker(t *testing.T) {
 		})
 	}
 }
+
+// ANONYMOUS, with a URL that carries no credentials, logs in where the
+// broker offers it (RabbitMQ 4.x, as its anonymous_login_user). RabbitMQ
+// 3.10 does not offer it: Dial says so at once, and the test skips there.
+func TestMechanismAnonymousAgainstBroker(t *testing.T) {
+	u, err := url.Parse(amqpURL())
+	require.NoError(t, err)
+	u.User = nil
+	name := uniqueName(t, "conn")
+	ctx := testContext(t)
+	c, err := leveret.Dial(ctx, u.String(), leveret.WithMechanisms("ANONYMOUS"), leveret.WithConnectionName(name), leveret.WithReconnect(nil))
+	if err != nil && strings.Contains(err.Error(), "no SASL mechanism both sides allow") {
+		t.Skipf("this broker does not offer ANONYMOUS (RabbitMQ 3.10; 4.x does): %v", err)
+	}
+	require.NoError(t, err)
+	defer c.Close(context.Background())
+	conn, ok := findConnectionOn(t, nil, name, "auth_mechanism")
+	require.True(t, ok, "connection %s not listed", name)
+	require.Equal(t, "ANONYMOUS", conn.AuthMechanism)
+	_, err = c.QueueDeclare(ops.QueueDeclare{Exclusive: true}).Wait(ctx)
+	require.NoError(t, err)
+}
