@@ -191,6 +191,17 @@ node() {
 	local dir
 	dir=$CHROOTS/$(suite_of "$series")
 	mounts "$dir"
+	if ctl "$series" "$name" -q ping >/dev/null 2>&1; then
+		# The node runs but its application was stopped (rabbitmqctl stop_app).
+		say "starting app of $name"
+		ctl "$series" "$name" -q start_app >/dev/null 2>&1 || true
+		local t0=$SECONDS
+		while ! probe "$port"; do
+			((SECONDS - t0 < READY_TIMEOUT)) || die "node $name: app not ready after ${READY_TIMEOUT}s"
+			sleep 0.5
+		done
+		return 0
+	fi
 	say "starting $name ($series, RabbitMQ $(version_in "$dir")${next:+, next defaults}) on port $port"
 	if [[ $next == next && ! -s $dir/var/lib/rabbitmq/leveret-deprecated-features ]]; then
 		# The first time, the node itself says which features it can deny.
