@@ -183,3 +183,34 @@ func TestClientGetChannels(t *testing.T) {
 	require.NoError(t, err)
 	require.False(t, r.Empty())
 }
+
+// On the pool's own channels: a nacked Client.Publish fails with
+// ErrNacked; a returned message over the size limit is dropped and
+// reported (EventMessageRefused) while its publish settles by its
+// confirmation; the same return on an explicit channel is reported too.
+func TestPooledChannelNackAndOversizedReturn(t *testing.T) {
+	leakCheck(t)
+	b := &fakeserver.Broker{}
+	s := fakeserver.StartWith(t, fakeserver.Options{ReadTimeout: time.Second}, b.Serve)
+	refused := make(chan error, 4)
+	c := dial(t, s, leveret.WithMaxMessageSize(1024), leveret.WithEventHandler(func(e leveret.Event) {
+		if e.Kind == leveret.EventMessageRefused {
+			refused <- e.Err
+		}
+	}))
+	ctx := waitCtx(t)
+	_, err := c.Publish(ctx, ops.Publish{RoutingKey: "nack", Message: ops.Message{Body: []byte("n")}}).Wait(ctx)
+	require.ErrorIs(t, err, leveret.ErrNacked)
+
+	big := ops.Message{Body: make([]byte, 4096)}
+	_, err = c.Publish(ctx, ops.Publish{RoutingKey: "unroutable", Mandatory: true, Message: big}).Wait(ctx)
+	require.NoError(t, err, "settled by its confirmation; the oversized return was dropped")
+	err = receive(t, refused, "EventMessageRefused for the pooled channel's return")
+	require.ErrorIs(t, err, leveret.ErrMessageTooLarge)
+	require.ErrorContains(t, err, "returned message of 4096 bytes")
+
+	ch, err := c.Channel(ctx)
+	require.NoError(t, err)
+	require.NoError(t, ch.Send(ctx, ops.Publish{RoutingKey: "unroutable", Mandatory: true, Message: big}))
+	require.ErrorIs(t, receive(t, refused, "EventMessageRefused for the explicit channel's return"), leveret.ErrMessageTooLarge)
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -227,4 +228,41 @@ func dialEvents(t *testing.T, s *fakeserver.Server, kind leveret.EventKind, opts
 			}
 		})}, opts...)...)
 	return c, events
+}
+
+// WithTopologyRecovery's filter chooses what a reconnect re-declares: the
+// queue it lets through is declared on the new connection, the other not.
+func TestRecoveryTopologyFilter(t *testing.T) {
+	leakCheck(t)
+	var mu sync.Mutex
+	var redeclared []string
+	b := &fakeserver.Broker{Before: func(n, _ int, _ uint16, m proto.Method) bool {
+		if q, ok := m.(*proto.QueueDeclare); ok && n == 2 {
+			mu.Lock()
+			redeclared = append(redeclared, q.Queue)
+			mu.Unlock()
+		}
+		return false
+	}}
+	s := fakeserver.StartWith(t, fakeserver.Options{ReadTimeout: time.Second}, b.Serve)
+	recovered := make(chan *leveret.Recovery, 1)
+	c := dial(t, s, leveret.WithReconnect(&leveret.Backoff{Initial: time.Millisecond, Max: time.Millisecond}),
+		leveret.WithTopologyRecovery(func(e any) bool {
+			q, ok := e.(ops.QueueDeclare)
+			return !ok || q.Queue == "keep"
+		}),
+		leveret.WithEventHandler(func(e leveret.Event) {
+			if e.Kind == leveret.EventRecovered {
+				recovered <- e.Recovery
+			}
+		}))
+	require.NoError(t, leveret.WaitAll(waitCtx(t),
+		c.QueueDeclare(ops.QueueDeclare{Queue: "keep", Durable: true}),
+		c.QueueDeclare(ops.QueueDeclare{Queue: "skip", Durable: true})))
+	require.NoError(t, s.Conns()[0].Send(0, &proto.ConnectionClose{ReplyCode: 320, ReplyText: "CONNECTION_FORCED - test"}))
+	rep := receive(t, recovered, "recovery")
+	require.Equal(t, 1, rep.Queues)
+	mu.Lock()
+	defer mu.Unlock()
+	require.Equal(t, []string{"keep"}, redeclared)
 }

@@ -19,7 +19,8 @@ import (
 // It answers channel.open and channel.close, basic.qos, basic.recover,
 // confirm.select (then basic.ack for each publish, once its body has
 // arrived; a mandatory publish with routing key "unroutable" is returned
-// first, 312 NO_ROUTE, as a broker with no queue bound returns it),
+// first, 312 NO_ROUTE, as a broker with no queue bound returns it, and
+// one with routing key "nack" is nacked),
 // tx.select/commit/rollback, exchange and queue declare, delete, bind and
 // unbind (a server-named queue gets "amq.gen-N"), basic.consume and
 // basic.cancel, and connection.close. basic.get gets get-empty, except on
@@ -251,6 +252,9 @@ func (b *Broker) published(c *Conn, p *contentState) error {
 	b.mu.Unlock()
 	if !confirming {
 		return nil
+	}
+	if p.publish.RoutingKey == "nack" {
+		return c.Send(ch, &proto.BasicNack{DeliveryTag: seq})
 	}
 	return c.Send(ch, &proto.BasicAck{DeliveryTag: seq})
 }
