@@ -118,9 +118,7 @@ func (ch *Channel) suspend(err error) {
 // endIfSuspended ends a suspended channel for good (Close while it waits
 // for a connection) and reports whether it was suspended.
 func (ch *Channel) endIfSuspended() bool {
-	ch.mu.Lock()
-	suspended := ch.state == chanSuspended
-	ch.mu.Unlock()
+	suspended := ch.suspended()
 	if suspended {
 		ch.end(fmt.Errorf("amqp: channel closed by this client (Close) while reconnecting: %w", ErrClosed))
 	}

@@ -52,29 +52,31 @@ func (c *Client) recoverConsumers(g *generation, rep *Recovery) {
 		list = append(list, cs)
 	}
 	p.mu.Unlock()
-	var tags []*Consumer
-	var waits []*Promise[struct{}]
+	type start struct {
+		cs     *Consumer
+		answer *Promise[struct{}]
+	}
+	var starts []start
 	for _, cs := range list {
 		p.mu.Lock()
 		p.stopRetryLocked(cs) // this start is its retry
 		p.mu.Unlock()
 		if answer := p.startOwn(cs); answer != nil {
-			waits = append(waits, answer)
-			tags = append(tags, cs)
+			starts = append(starts, start{cs, answer})
 		}
 	}
-	for i, answer := range waits {
-		_, err := waitRecovery(c, answer)
+	for _, st := range starts {
+		_, err := waitRecovery(c, st.answer)
 		switch {
 		case err == nil:
 			rep.Consumers++
 		case !connLost(err):
 			// Ended, or tried again (consumerretry.go): startFailed decided.
 			again := ""
-			if tags[i].Err() == nil {
+			if st.cs.Err() == nil {
 				again = " (tried again)"
 			}
-			rep.Failed = append(rep.Failed, fmt.Errorf("amqp: recovering consumer %q on queue %q%s: %w", tags[i].tag, tags[i].queue(), again, err))
+			rep.Failed = append(rep.Failed, fmt.Errorf("amqp: recovering consumer %q on queue %q%s: %w", st.cs.tag, st.cs.queue(), again, err))
 		}
 	}
 }

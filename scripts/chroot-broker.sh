@@ -168,9 +168,15 @@ configure() {
 # start starts node NAME and waits until it answers AMQP on port.
 start() {
 	local series=$1 name=$2 port=$3 dir=$4
-	local t0=$SECONDS base=/var/lib/rabbitmq/leveret-$name
 	(cd / && enter "$series" "$name" env RABBITMQ_NODE_PORT="$port" RABBITMQ_DIST_PORT=$((port + 20000)) \
 		runuser -u rabbitmq -- /usr/lib/rabbitmq/bin/rabbitmq-server -detached >/dev/null 2>&1) || true
+	wait_ready "$name" "$port" "$dir"
+}
+
+# wait_ready waits until node NAME answers AMQP on port, or fails with its log.
+wait_ready() {
+	local name=$1 port=$2 dir=$3
+	local t0=$SECONDS base=/var/lib/rabbitmq/leveret-$name
 	while ! probe "$port"; do
 		if ((SECONDS - t0 >= READY_TIMEOUT)); then
 			printf 'chroot-broker: node %s not ready after %ds on port %s\n' "$name" "$READY_TIMEOUT" "$port" >&2
@@ -195,11 +201,7 @@ node() {
 		# The node runs but its application was stopped (rabbitmqctl stop_app).
 		say "starting app of $name"
 		ctl "$series" "$name" -q start_app >/dev/null 2>&1 || true
-		local t0=$SECONDS
-		while ! probe "$port"; do
-			((SECONDS - t0 < READY_TIMEOUT)) || die "node $name: app not ready after ${READY_TIMEOUT}s"
-			sleep 0.5
-		done
+		wait_ready "$name" "$port" "$dir"
 		return 0
 	fi
 	say "starting $name ($series, RabbitMQ $(version_in "$dir")${next:+, next defaults}) on port $port"

@@ -74,16 +74,7 @@ func TestPoisonOperationsFailAlone(t *testing.T) {
 	require.LessOrEqual(t, len(log.of(leveret.EventDisconnected)), 4)
 
 	// The consumer and the channel work.
-	_, err = c.Publish(ctx, ops.Publish{RoutingKey: queue, Message: ops.Message{Body: []byte("after")}}).Wait(ctx)
-	require.NoError(t, err)
-	select {
-	case d := <-cs.Deliveries():
-		require.Equal(t, "after", string(d.Body))
-		_, err = d.Ack().Wait(ctx)
-		require.NoError(t, err)
-	case <-ctx.Done():
-		t.Fatal("the consumer got nothing after the poison operations")
-	}
+	requireDelivers(ctx, t, c, cs, queue, "the poison operations")
 	_, err = ch.QueueDeclare(ops.QueueDeclare{Queue: queue, Passive: true}).Wait(ctx)
 	require.NoError(t, err)
 	require.NoError(t, ch.Err())
@@ -131,16 +122,7 @@ func TestPoisonTransientQueue(t *testing.T) {
 	time.Sleep(2 * time.Second) // a storm would show here
 	require.Equal(t, drops, len(log.of(leveret.EventDisconnected)), "the connection kept dropping")
 
-	_, err = c.Publish(ctx, ops.Publish{RoutingKey: queue, Message: ops.Message{Body: []byte("after")}}).Wait(ctx)
-	require.NoError(t, err)
-	select {
-	case d := <-cs.Deliveries():
-		require.Equal(t, "after", string(d.Body))
-		_, err = d.Ack().Wait(ctx)
-		require.NoError(t, err)
-	case <-ctx.Done():
-		t.Fatal("the consumer got nothing after the refused declaration")
-	}
+	requireDelivers(ctx, t, c, cs, queue, "the refused declaration")
 }
 
 // permitsTransientQueues reports whether the test broker accepts a queue
@@ -159,4 +141,20 @@ func permitsTransientQueues(t *testing.T) bool {
 	}
 	require.ErrorIs(t, err, leveret.ErrInternalError, "probing for transient queues")
 	return false
+}
+
+// requireDelivers publishes one message to queue through c and requires cs
+// to deliver it (then acks it): the consumer still works after what.
+func requireDelivers(ctx context.Context, t *testing.T, c *leveret.Client, cs *leveret.Consumer, queue, after string) {
+	t.Helper()
+	_, err := c.Publish(ctx, ops.Publish{RoutingKey: queue, Message: ops.Message{Body: []byte("after")}}).Wait(ctx)
+	require.NoError(t, err)
+	select {
+	case d := <-cs.Deliveries():
+		require.Equal(t, "after", string(d.Body))
+		_, err = d.Ack().Wait(ctx)
+		require.NoError(t, err)
+	case <-ctx.Done():
+		t.Fatalf("the consumer got nothing after %s", after)
+	}
 }
