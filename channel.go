@@ -90,7 +90,7 @@ type link struct {
 // newLink makes the link of a new, not yet open AMQP channel on g.
 func (ch *Channel) newLink(g *generation, base uint64) *link {
 	l := &link{ch: ch, gen: g, base: base}
-	l.mc = g.conn.NewChannel(l)
+	l.mc = g.Conn.NewChannel(l)
 	return l
 }
 
@@ -101,7 +101,7 @@ func (l *link) Oversized(m proto.Method, size uint64)  { l.ch.oversized(l, m, si
 // lost reports whether the link's connection has ended and the client
 // will replace it (not a channel error, not our own Close).
 func (l *link) lost() bool {
-	return l.gen.conn.Err() != nil && l.ch.c.pool.reconnects()
+	return l.gen.Conn.Err() != nil && l.ch.c.reg.reconnects()
 }
 
 // connectionLost reports whether the channel's connection has ended and

@@ -152,28 +152,28 @@ type reopenStep struct {
 }
 
 // addChannel registers an explicit channel for re-opening.
-func (p *pool) addChannel(ch *Channel) {
-	p.mu.Lock()
-	p.channels[ch] = struct{}{}
-	p.mu.Unlock()
+func (r *registry) addChannel(ch *Channel) {
+	r.mu.Lock()
+	r.channels[ch] = struct{}{}
+	r.mu.Unlock()
 }
 
-func (p *pool) forgetChannel(ch *Channel) {
-	p.mu.Lock()
-	delete(p.channels, ch)
-	p.mu.Unlock()
+func (r *registry) forgetChannel(ch *Channel) {
+	r.mu.Lock()
+	delete(r.channels, ch)
+	r.mu.Unlock()
 }
 
 // recoverChannels re-opens every suspended explicit channel on g and adds
 // the outcome to rep. It runs on the supervisor, after the topology.
 func (c *Client) recoverChannels(g *generation, rep *Recovery) {
-	p := c.pool
-	p.mu.Lock()
-	list := make([]*Channel, 0, len(p.channels))
-	for ch := range p.channels {
+	r := c.reg
+	r.mu.Lock()
+	list := make([]*Channel, 0, len(r.channels))
+	for ch := range r.channels {
 		list = append(list, ch)
 	}
-	p.mu.Unlock()
+	r.mu.Unlock()
 	var steps []reopenStep
 	for _, ch := range list {
 		if !ch.suspended() {
@@ -203,13 +203,13 @@ func (c *Client) recoverChannels(g *generation, rep *Recovery) {
 
 // endSuspended ends the explicit channels still waiting for a connection,
 // when the client ends.
-func (p *pool) endSuspended(err error) {
-	p.mu.Lock()
-	list := make([]*Channel, 0, len(p.channels))
-	for ch := range p.channels {
+func (r *registry) endSuspended(err error) {
+	r.mu.Lock()
+	list := make([]*Channel, 0, len(r.channels))
+	for ch := range r.channels {
 		list = append(list, ch)
 	}
-	p.mu.Unlock()
+	r.mu.Unlock()
 	for _, ch := range list {
 		if ch.suspended() {
 			ch.end(err)

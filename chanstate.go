@@ -45,7 +45,7 @@ func (ch *Channel) closed(l *link, err error) {
 // end ends the channel for good with err.
 func (ch *Channel) end(err error) {
 	if ch.recovers {
-		ch.c.pool.forgetChannel(ch)
+		ch.c.reg.forgetChannel(ch)
 	}
 	ch.endOnce.Do(func() {
 		ch.endErr = err
@@ -172,7 +172,7 @@ func (ch *Channel) live(ctx context.Context) (*mux.Channel, error) {
 		case up == nil:
 			// The link ended and the reader has not told the channel yet:
 			// wait until it has (then up is set, or the channel ended).
-			if !ch.c.pool.reconnects() {
+			if !ch.c.reg.reconnects() {
 				return mc, nil
 			}
 			select {

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/leveret-mq/leveret/internal/pool"
 	"github.com/leveret-mq/leveret/internal/topology"
 	"github.com/leveret-mq/leveret/ops"
 )
@@ -38,8 +39,9 @@ type Client struct {
 	eps      []endpoint
 	policy   ReconnectPolicy            // nil: a dropped connection ends the client
 	gen      atomic.Pointer[generation] // the latest connection; it may have ended
-	pool     *pool
-	rec      *topology.Record // topology to re-declare on a new connection
+	reg      *registry                  // what is restored besides the topology, and the gate
+	pool     *pool.Pool                 // client-level operations and Client.Publish
+	rec      *topology.Record           // topology to re-declare on a new connection
 	dispatch *dispatcher
 	hooks    *hookSet // nil without WithHooks
 	blocked  atomic.Bool
@@ -86,8 +88,9 @@ func newClient(eps []endpoint, policy ReconnectPolicy, d dialed) *Client {
 	c.supCtx, c.supCancel = context.WithCancel(context.Background())
 	g := c.newGeneration(d, 1)
 	c.gen.Store(g)
-	c.pool = newPool(c, g, cfg.topologyChannels, cfg.unconfirmedLimit)
-	c.emit(Event{Kind: EventConnected, Endpoint: g.endpoint})
+	c.reg = newRegistry(c, g)
+	c.pool = c.newPool(g)
+	c.emit(Event{Kind: EventConnected, Endpoint: g.Endpoint})
 	sup := c.newSupervisor(g)
 	c.sup.Add(1)
 	go func() { // owner: Client; exits when the client ends (Close, or the policy gives up); joined by Close.
@@ -114,10 +117,10 @@ func (c *Client) Blocked() bool { return c.blocked.Load() }
 // ServerProperties returns the broker's properties from the latest
 // connection's handshake (product, version, capabilities); after a
 // reconnect, the new broker's. The caller must not modify the table.
-func (c *Client) ServerProperties() ops.Table { return c.gen.Load().tuning.server }
+func (c *Client) ServerProperties() ops.Table { return c.gen.Load().Tuning.Server }
 
 // FrameMax is the latest connection's negotiated maximum frame size in bytes.
-func (c *Client) FrameMax() uint32 { return c.gen.Load().tuning.frameMax }
+func (c *Client) FrameMax() uint32 { return c.gen.Load().Tuning.FrameMax }
 
 // Done is closed when the client has ended for good: after Close, or when
 // a dropped connection is not recovered (reconnecting is off, the policy
@@ -152,12 +155,12 @@ func (c *Client) Close(ctx context.Context) error {
 		close(c.closing)
 		c.supCancel()
 		closed := fmt.Errorf("amqp: client closed by this client (Close): %w", ErrClosed)
-		c.pool.end(closed) // no connection is installed after this
+		c.reg.end(closed) // no connection is installed after this
 		g := c.gen.Load()
-		c.closeErr = g.conn.Close(ctx)
+		c.closeErr = g.Conn.Close(ctx)
 		c.sup.Wait()
-		c.pool.retrying.Wait() // pool.end stopped the timers; a callback under way finds the client ended
-		if err := g.conn.Err(); err != nil && errors.Is(err, ErrClosed) {
+		c.reg.retrying.Wait() // pool.end stopped the timers; a callback under way finds the client ended
+		if err := g.Conn.Err(); err != nil && errors.Is(err, ErrClosed) {
 			closed = err
 		}
 		c.finish(closed)
@@ -186,7 +189,7 @@ func (c *Client) startPump(cs *Consumer) {
 // by the broker (a *ChannelError or *ConnectionError it sent) is returned.
 func (c *Client) Channel(ctx context.Context) (*Channel, error) {
 	for {
-		g, err := c.pool.waitLive(ctx)
+		g, err := c.reg.waitLive(ctx)
 		if err != nil {
 			return nil, err
 		}
@@ -212,7 +215,7 @@ func (c *Client) channelOn(ctx context.Context, g *generation) (*Channel, error)
 	if ch.recovers {
 		// Registered before the open: a drop right after open-ok suspends
 		// it, and the next connection must re-open it.
-		c.pool.addChannel(ch)
+		c.reg.addChannel(ch)
 	}
 	if err := c.open(ch, g, func(err error) { opened.resolve(struct{}{}, err) }); err != nil {
 		ch.end(err)
@@ -229,49 +232,49 @@ func (c *Client) channelOn(ctx context.Context, g *generation) (*Channel, error)
 // ExchangeDeclare declares an exchange on the client's channel pool. It does
 // not block; the promise settles with the broker's reply.
 func (c *Client) ExchangeDeclare(o ops.ExchangeDeclare) *Promise[ops.ExchangeDeclareOk] {
-	return issue(c.pool, exchangeKeys(o.Exchange, ""), exchangeDeclare(o), exchangeDeclareOk)
+	return issue(pooled{c.pool}, exchangeKeys(o.Exchange, ""), exchangeDeclare(o), exchangeDeclareOk)
 }
 
 // ExchangeDelete deletes an exchange on the client's channel pool. It does not block.
 func (c *Client) ExchangeDelete(o ops.ExchangeDelete) *Promise[ops.ExchangeDeleteOk] {
-	return issue(c.pool, exchangeKeys(o.Exchange, ""), exchangeDelete(o), exchangeDeleteOk)
+	return issue(pooled{c.pool}, exchangeKeys(o.Exchange, ""), exchangeDelete(o), exchangeDeleteOk)
 }
 
 // ExchangeBind binds two exchanges on the client's channel pool. It does not block.
 func (c *Client) ExchangeBind(o ops.ExchangeBind) *Promise[ops.ExchangeBindOk] {
-	return issue(c.pool, exchangeKeys(o.Destination, o.Source), exchangeBind(o), exchangeBindOk)
+	return issue(pooled{c.pool}, exchangeKeys(o.Destination, o.Source), exchangeBind(o), exchangeBindOk)
 }
 
 // ExchangeUnbind unbinds two exchanges on the client's channel pool. It does not block.
 func (c *Client) ExchangeUnbind(o ops.ExchangeUnbind) *Promise[ops.ExchangeUnbindOk] {
-	return issue(c.pool, exchangeKeys(o.Destination, o.Source), exchangeUnbind(o), exchangeUnbindOk)
+	return issue(pooled{c.pool}, exchangeKeys(o.Destination, o.Source), exchangeUnbind(o), exchangeUnbindOk)
 }
 
 // QueueDeclare declares a queue on the client's channel pool. It does not block.
 func (c *Client) QueueDeclare(o ops.QueueDeclare) *Promise[ops.QueueDeclareOk] {
-	return issue(c.pool, queueKeys(o.Queue, ""), queueDeclare(o), queueDeclareOk)
+	return issue(pooled{c.pool}, queueKeys(o.Queue, ""), queueDeclare(o), queueDeclareOk)
 }
 
 // QueueBind binds a queue to an exchange on the client's channel pool. It
 // does not block. It is sent after any pending client-level declare of the
 // same queue or exchange.
 func (c *Client) QueueBind(o ops.QueueBind) *Promise[ops.QueueBindOk] {
-	return issue(c.pool, queueKeys(o.Queue, o.Exchange), queueBind(o), queueBindOk)
+	return issue(pooled{c.pool}, queueKeys(o.Queue, o.Exchange), queueBind(o), queueBindOk)
 }
 
 // QueueUnbind removes a binding on the client's channel pool. It does not block.
 func (c *Client) QueueUnbind(o ops.QueueUnbind) *Promise[ops.QueueUnbindOk] {
-	return issue(c.pool, queueKeys(o.Queue, o.Exchange), queueUnbind(o), queueUnbindOk)
+	return issue(pooled{c.pool}, queueKeys(o.Queue, o.Exchange), queueUnbind(o), queueUnbindOk)
 }
 
 // QueuePurge purges a queue on the client's channel pool. It does not block.
 func (c *Client) QueuePurge(o ops.QueuePurge) *Promise[ops.QueuePurgeOk] {
-	return issue(c.pool, queueKeys(o.Queue, ""), queuePurge(o), queuePurgeOk)
+	return issue(pooled{c.pool}, queueKeys(o.Queue, ""), queuePurge(o), queuePurgeOk)
 }
 
 // QueueDelete deletes a queue on the client's channel pool. It does not block.
 func (c *Client) QueueDelete(o ops.QueueDelete) *Promise[ops.QueueDeleteOk] {
-	return issue(c.pool, queueKeys(o.Queue, ""), queueDelete(o), queueDeleteOk)
+	return issue(pooled{c.pool}, queueKeys(o.Queue, ""), queueDelete(o), queueDeleteOk)
 }
 
 // UpdateSecret gives the broker a new secret for this connection's user
@@ -282,12 +285,12 @@ func (c *Client) QueueDelete(o ops.QueueDelete) *Promise[ops.QueueDeleteOk] {
 // the broker's log. The secret never appears in errors or logs. With
 // RabbitMQ's internal user database, see DESIGN.md for what it does.
 func (c *Client) UpdateSecret(ctx context.Context, secret, reason string) error {
-	g, err := c.pool.waitLive(ctx)
+	g, err := c.reg.waitLive(ctx)
 	if err != nil {
 		return err
 	}
 	p := newPromise[struct{}]()
-	if err := g.conn.UpdateSecret(secret, reason, func(err error) { p.resolve(struct{}{}, err) }); err != nil {
+	if err := g.Conn.UpdateSecret(secret, reason, func(err error) { p.resolve(struct{}{}, err) }); err != nil {
 		return err
 	}
 	_, err = p.Wait(ctx)

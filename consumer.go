@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/leveret-mq/leveret/internal/mux"
+	"github.com/leveret-mq/leveret/internal/pool"
 	"github.com/leveret-mq/leveret/internal/proto"
 	"github.com/leveret-mq/leveret/ops"
 )
@@ -49,9 +50,9 @@ type Consumer struct {
 	hooked bool // the client has a DeliveryHook: deliveries go through the pump
 
 	// A Client.Consume consumer is restarted on each new connection
-	// (pool.startOwn). Guarded by pool.mu.
+	// (registry.startOwn). Guarded by registry.mu.
 	o ops.Consume // what to send; Queue follows a server-named queue's renames
-	// queueNow is o.Queue for readers outside pool.mu (the delivery hook,
+	// queueNow is o.Queue for readers outside registry.mu (the delivery hook,
 	// once per delivery); stored with every change of o.Queue.
 	queueNow atomic.Pointer[string]
 	onGen    *generation         // the connection it was last started on
@@ -158,7 +159,7 @@ func (cs *Consumer) waitsForConnection() bool {
 		return false
 	}
 	ch := cs.channel()
-	return (ch == nil || ch.mux().Err() != nil) && cs.c.pool.reconnects()
+	return (ch == nil || ch.mux().Err() != nil) && cs.c.reg.reconnects()
 }
 
 // Shutdown stops the consumer gracefully, blocking until ctx ends: it
@@ -243,7 +244,7 @@ func (cs *Consumer) end(err error) {
 			ch.mu.Unlock()
 		}
 		if cs.own {
-			cs.c.pool.forgetConsumer(cs, err)
+			cs.c.reg.forgetConsumer(cs, err)
 		}
 		if err != nil {
 			// Cancelled by the broker or on overflow, or the channel ended:
@@ -311,7 +312,7 @@ func (cs *Consumer) deliver(d *Delivery) {
 		// At most memoryWait, then one more frame: a reply the user's loop
 		// waits for (a confirm, say) still gets through, slowly, instead
 		// of the loop and the reader waiting for each other forever.
-		cs.channel().generation().conn.HoldReader(func() {
+		cs.channel().generation().Conn.HoldReader(func() {
 			t := time.NewTimer(memoryWait)
 			defer t.Stop()
 			select {
@@ -503,11 +504,11 @@ func (c *Client) Consume(o ops.Consume) *Promise[*Consumer] {
 	p := newPromise[*Consumer]()
 	cs := c.newConsumer(o, true, 0)
 	cs.started = p
-	if err := c.pool.addConsumer(cs); err != nil {
+	if err := c.reg.addConsumer(cs); err != nil {
 		cs.end(err)
 		p.resolve(nil, err)
 		return p
 	}
-	c.pool.afterPending(entityKey('q', o.Queue), func() { c.pool.startOwn(cs) })
+	c.pool.AfterPending(pool.Key('q', o.Queue), func() { c.reg.startOwn(cs) })
 	return p
 }

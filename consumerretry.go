@@ -13,8 +13,8 @@ import (
 // consumerRetryFirst after the refusal and then at most every
 // consumerRetryMax, until it works, the user cancels it (Cancel ends a
 // waiting consumer at once) or the client closes; each refusal is
-// reported in an EventConsumerRefused. The timers are the pool's: Close
-// stops them and joins any callback under way (pool.retrying).
+// reported in an EventConsumerRefused. The timers are the registry's: Close
+// stops them and joins any callback under way (registry.retrying).
 
 const (
 	consumerRetryFirst = 100 * time.Millisecond
@@ -35,39 +35,39 @@ func retryDelay(n int) time.Duration {
 
 // retryConsumer arms cs's retry timer after a refused restart (err), and
 // reports the refusal. It never blocks.
-func (p *pool) retryConsumer(cs *Consumer, err error) {
-	p.mu.Lock()
-	if _, registered := p.consumers[cs]; !registered || p.ended != nil || cs.retry != nil {
-		p.mu.Unlock()
+func (r *registry) retryConsumer(cs *Consumer, err error) {
+	r.mu.Lock()
+	if _, registered := r.consumers[cs]; !registered || r.ended != nil || cs.retry != nil {
+		r.mu.Unlock()
 		return
 	}
 	cs.retries++
 	attempt, delay := cs.retries, retryDelay(cs.retries)
-	p.retrying.Add(1)
-	cs.retry = time.AfterFunc(delay, func() { p.retryFire(cs) }) // joined by Close through retrying
-	p.mu.Unlock()
-	p.c.emit(Event{Kind: EventConsumerRefused, Attempt: attempt, Delay: delay,
+	r.retrying.Add(1)
+	cs.retry = time.AfterFunc(delay, func() { r.retryFire(cs) }) // joined by Close through retrying
+	r.mu.Unlock()
+	r.c.emit(Event{Kind: EventConsumerRefused, Attempt: attempt, Delay: delay,
 		Err: fmt.Errorf("amqp: restarting consumer %q on queue %q: %w", cs.tag, cs.queue(), err)})
 }
 
 // retryFire starts cs again on the current connection. With no
 // connection, the supervisor restarts it on the next one.
-func (p *pool) retryFire(cs *Consumer) {
-	defer p.retrying.Done()
-	p.mu.Lock()
+func (r *registry) retryFire(cs *Consumer) {
+	defer r.retrying.Done()
+	r.mu.Lock()
 	if cs.retry == nil { // stopped meanwhile
-		p.mu.Unlock()
+		r.mu.Unlock()
 		return
 	}
 	cs.retry, cs.onGen = nil, nil
-	p.mu.Unlock()
-	p.startOwn(cs) // a refusal arms the timer again (startFailed)
+	r.mu.Unlock()
+	r.startOwn(cs) // a refusal arms the timer again (startFailed)
 }
 
-// stopRetryLocked stops cs's retry timer, if armed. Callers hold p.mu.
-func (p *pool) stopRetryLocked(cs *Consumer) {
+// stopRetryLocked stops cs's retry timer, if armed. Callers hold r.mu.
+func (r *registry) stopRetryLocked(cs *Consumer) {
 	if cs.retry != nil && cs.retry.Stop() {
-		p.retrying.Done()
+		r.retrying.Done()
 	}
 	cs.retry = nil
 }

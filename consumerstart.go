@@ -14,10 +14,10 @@ import (
 //
 //   - the broker confirms it (consume-ok): it runs; ran is set for good;
 //   - the connection drops under the start, and the client reconnects:
-//     nothing ends; the next connection starts it again (the pool restarts
+//     nothing ends; the next connection starts it again (the registry restarts
 //     a Client.Consume consumer, a re-opened Channel its consumers);
 //   - the broker refuses the restart of a Client.Consume consumer that ran
-//     before (its queue is gone, say): it is tried again on the pool's
+//     before (its queue is gone, say): it is tried again on the registry's
 //     timers until it works (consumerretry.go), and does not end;
 //   - anything else ends it with the error: the client ends, a first start
 //     is refused, or a re-opened explicit channel's consumer is refused
@@ -33,16 +33,16 @@ import (
 // It never blocks and takes no lock the caller may hold, except that
 // ending cs takes its channel's mu: callers must not hold it.
 func (cs *Consumer) startFailed(err error) {
-	p := cs.c.pool
+	r := cs.c.reg
 	switch {
-	case !p.reconnects() || errors.Is(err, ErrClosed):
+	case !r.reconnects() || errors.Is(err, ErrClosed):
 		cs.end(err) // the client, or this channel, was closed
 	case !cs.ran.Load() && !cs.own:
 		cs.end(err) // Channel.Consume failed: its promise says so
 	case connLost(err):
 		// Started again on the next connection.
 	case cs.own && cs.ran.Load():
-		p.retryConsumer(cs, err)
+		r.retryConsumer(cs, err)
 	default:
 		cs.end(err)
 	}
@@ -80,30 +80,30 @@ func (cs *Consumer) startRequests(o ops.Consume, done func(error)) (qos, consume
 // supervisor starts it once one is). It returns the broker's answer, or
 // nil if it sent nothing. It never blocks. A failure is startFailed's;
 // a consumer whose first start ends it fails Client.Consume's promise.
-func (p *pool) startOwn(cs *Consumer) *Promise[struct{}] {
-	p.mu.Lock()
-	g := p.current()
-	_, registered := p.consumers[cs]
+func (r *registry) startOwn(cs *Consumer) *Promise[struct{}] {
+	r.mu.Lock()
+	g := r.current()
+	_, registered := r.consumers[cs]
 	if !registered || g == nil || cs.onGen == g {
-		p.mu.Unlock()
+		r.mu.Unlock()
 		return nil
 	}
 	cs.onGen = g
 	o := cs.restartOptions(cs.o)
-	p.mu.Unlock()
+	r.mu.Unlock()
 	answer := newPromise[struct{}]()
 	settle := func(err error) {
 		if err == nil {
-			p.mu.Lock()
+			r.mu.Lock()
 			cs.retries = 0
-			p.mu.Unlock()
+			r.mu.Unlock()
 			cs.started.resolve(cs, nil)
 		} else if cs.Err() != nil {
 			cs.started.resolve(nil, cs.Err())
 		}
 		answer.resolve(struct{}{}, err)
 	}
-	ch, err := p.c.openChannel(g, nil)
+	ch, err := r.c.openChannel(g, nil)
 	if err != nil {
 		cs.startFailed(err)
 		settle(err)

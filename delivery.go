@@ -179,7 +179,7 @@ func (ch *Channel) acknowledge(tag uint64, multiple bool, m proto.Method) (*Prom
 // output and its Err being set (hence the look at err itself).
 func (ch *Channel) ackRefused(err error) error {
 	var ce *ConnectionError
-	if ch.stale || ch.connectionLost() || (errors.As(err, &ce) && ch.c.pool.reconnects()) {
+	if ch.stale || ch.connectionLost() || (errors.As(err, &ce) && ch.c.reg.reconnects()) {
 		return fmt.Errorf("%w: %w", ErrStaleDelivery, err)
 	}
 	return err

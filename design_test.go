@@ -96,8 +96,9 @@ func anyMatch(files map[string]bool, pattern string) bool {
 func TestInternalImports(t *testing.T) {
 	const module = "github.com/leveret-mq/leveret"
 	allowed := map[string][]string{
-		"internal/session":    nil,
+		"internal/pool":       {"internal/session", "internal/topology", "internal/mux", "internal/proto", "ops"},
 		"internal/topology":   {"internal/session", "internal/mux", "internal/proto", "ops"},
+		"internal/session":    {"internal/mux", "ops"},
 		"internal/mux":        {"internal/proto", "ops"},
 		"internal/proto":      {"ops"},
 		"internal/fakeserver": {"internal/proto", "ops"},

@@ -14,19 +14,15 @@ import (
 
 	"github.com/leveret-mq/leveret/internal/mux"
 	"github.com/leveret-mq/leveret/internal/proto"
+	"github.com/leveret-mq/leveret/internal/session"
 	"github.com/leveret-mq/leveret/ops"
 )
 
 // Version is leveret's version, sent to the broker in the client properties.
 const Version = "0.1.0"
 
-// tuning is what the handshake negotiated.
-type tuning struct {
-	channelMax uint16
-	frameMax   uint32
-	heartbeat  time.Duration
-	server     ops.Table
-}
+// tuning is what the handshake negotiated (session.Tuning).
+type tuning = session.Tuning
 
 // Dial connects to the broker at url (amqp://user:pass@host:port/vhost or
 // amqps://...; or, with url "", to the endpoints of WithFailover, tried in
@@ -132,7 +128,7 @@ func handshake(ctx context.Context, nc net.Conn, fr *proto.FrameReader, u uri, c
 	if !ok {
 		return t, handshakeViolation(nc, proto.CommandInvalid, fmt.Sprintf("expected connection.start, got %v", m.ID()))
 	}
-	t.server = start.ServerProperties
+	t.Server = start.ServerProperties
 	user, password := u.Username, u.Password
 	if cfg.credentials != nil {
 		if user, password, err = cfg.credentials(ctx); err != nil {
@@ -165,20 +161,20 @@ func handshake(ctx context.Context, nc net.Conn, fr *proto.FrameReader, u uri, c
 		return t, &ConnectionError{Code: ReplyCode(proto.FrameError), Text: fmt.Sprintf(
 			"broker proposed frame_max %d, below the protocol minimum %d", tune.FrameMax, proto.FrameMinSize)}
 	}
-	t.channelMax = uint16(negotiate(uint32(cfg.channelMax), uint32(tune.ChannelMax)))
-	t.frameMax = negotiate(cfg.frameMax, tune.FrameMax)
-	if t.frameMax == 0 {
-		t.frameMax = 1 << 27
+	t.ChannelMax = uint16(negotiate(uint32(cfg.channelMax), uint32(tune.ChannelMax)))
+	t.FrameMax = negotiate(cfg.frameMax, tune.FrameMax)
+	if t.FrameMax == 0 {
+		t.FrameMax = 1 << 27
 	}
-	if floor, who := frameMaxFloor(t.server); t.frameMax < floor {
+	if floor, who := frameMaxFloor(t.Server); t.FrameMax < floor {
 		// The broker would hang up after tune-ok without a word (RabbitMQ
 		// 4.1 and later): say why here, once, rather than redial.
-		return t, &settingError{fmt.Errorf("amqp: dial %s: frame_max %d is below %d, the smallest %s accepts (WithFrameMax, ?frame_max=)", u, t.frameMax, floor, who)}
+		return t, &settingError{fmt.Errorf("amqp: dial %s: frame_max %d is below %d, the smallest %s accepts (WithFrameMax, ?frame_max=)", u, t.FrameMax, floor, who)}
 	}
 	if !(cfg.heartbeatSet && cfg.heartbeat == 0) {
-		t.heartbeat = time.Duration(negotiate(uint32(cfg.heartbeat/time.Second), uint32(tune.Heartbeat))) * time.Second
+		t.Heartbeat = time.Duration(negotiate(uint32(cfg.heartbeat/time.Second), uint32(tune.Heartbeat))) * time.Second
 	}
-	tuneOk := &proto.ConnectionTuneOk{ChannelMax: t.channelMax, FrameMax: t.frameMax, Heartbeat: uint16(t.heartbeat / time.Second)}
+	tuneOk := &proto.ConnectionTuneOk{ChannelMax: t.ChannelMax, FrameMax: t.FrameMax, Heartbeat: uint16(t.Heartbeat / time.Second)}
 	if err := writeMethod(nc, tuneOk); err != nil {
 		return t, fmt.Errorf("amqp: dial %s: %w", u, err)
 	}
@@ -187,10 +183,10 @@ func handshake(ctx context.Context, nc net.Conn, fr *proto.FrameReader, u uri, c
 	}
 	m, err = readMethod(nc, fr)
 	if err != nil {
-		if t.frameMax < frameMaxRabbitMQ41 && hungUp(err) {
+		if t.FrameMax < frameMaxRabbitMQ41 && hungUp(err) {
 			// A broker that hides its version refused the frame size the
 			// same way: redialling would meet the same refusal.
-			return t, &settingError{fmt.Errorf("amqp: dial %s: the broker closed the connection after connection.tune-ok with frame_max %d: it refuses frames this small (RabbitMQ 4.1 and later accept no less than %d; WithFrameMax, ?frame_max=): %w", u, t.frameMax, frameMaxRabbitMQ41, err)}
+			return t, &settingError{fmt.Errorf("amqp: dial %s: the broker closed the connection after connection.tune-ok with frame_max %d: it refuses frames this small (RabbitMQ 4.1 and later accept no less than %d; WithFrameMax, ?frame_max=): %w", u, t.FrameMax, frameMaxRabbitMQ41, err)}
 		}
 		return t, fmt.Errorf("amqp: dial %s: opening vhost: %w", u, err)
 	}
@@ -303,9 +299,9 @@ func clientProperties(cfg *config) ops.Table {
 
 func newMuxConfig(t tuning, cfg config, onBlocked func(bool, string), onReadIdle func()) mux.Config {
 	return mux.Config{
-		FrameMax:       t.frameMax,
-		ChannelMax:     t.channelMax,
-		Heartbeat:      t.heartbeat,
+		FrameMax:       t.FrameMax,
+		ChannelMax:     t.ChannelMax,
+		Heartbeat:      t.Heartbeat,
 		WriteLimit:     cfg.writeLimit,
 		MaxMessageSize: cfg.maxMessageSize,
 		Errors:         muxErrors(),

@@ -153,3 +153,31 @@ func isConnectionError(err error) bool {
 	var ce *ConnectionError
 	return errors.As(err, &ce) || errors.Is(err, ErrClosed)
 }
+
+var (
+	// ErrNacked is the error of a Client.Publish the broker refused with
+	// basic.nack (for example a queue at its length limit with
+	// overflow=reject-publish). The message was not taken.
+	ErrNacked = errors.New("amqp: publish nacked by the broker")
+	// ErrNotConfirmed marks a publish whose channel or connection ended
+	// before the broker confirmed it: it may or may not have arrived. The
+	// error also wraps the cause.
+	ErrNotConfirmed = errors.New("amqp: publish not confirmed")
+)
+
+// ReturnedError is the error of a mandatory Client.Publish that the broker
+// returned as unroutable (basic.return). errors.Is matches the return's
+// reply code, usually ErrNoRoute.
+type ReturnedError struct {
+	Return ops.Return // the returned message, without leveret's tag header
+}
+
+func (e *ReturnedError) Error() string {
+	return fmt.Sprintf("amqp: message returned: %d %s (exchange %q, routing key %q)",
+		e.Return.ReplyCode, e.Return.ReplyText, e.Return.Exchange, e.Return.RoutingKey)
+}
+
+// Is matches reply-code sentinels such as ErrNoRoute.
+func (e *ReturnedError) Is(target error) bool {
+	return matchCode(target, e.Return.ReplyCode)
+}

@@ -2,6 +2,7 @@ package leveret
 
 import (
 	"github.com/leveret-mq/leveret/internal/mux"
+	"github.com/leveret-mq/leveret/internal/pool"
 	"github.com/leveret-mq/leveret/internal/proto"
 	"github.com/leveret-mq/leveret/ops"
 )
@@ -17,7 +18,7 @@ import (
 // ones (no Get pending, no delivery unacknowledged) are closed.
 const maxGetChannels = 16
 
-// getChan is one queue's Get channel. pending is guarded by pool.mu.
+// getChan is one queue's Get channel. pending is guarded by registry.mu.
 type getChan struct {
 	ch      *Channel
 	pending int // gets sent and not yet answered
@@ -26,13 +27,13 @@ type getChan struct {
 // get sends basic.get on the queue's Get channel. It never blocks; it runs
 // on the issuing goroutine or, behind pending operations on the queue, on
 // the reader.
-func (p *pool) get(o ops.Get, prom *Promise[GetResult], reissued int) {
+func (r *registry) get(o ops.Get, prom *Promise[GetResult], reissued int) {
 	reply := getReply(prom, o.NoAck)
 	later := func(seen *generation, err error) {
-		p.retryLater(seen, err, func() { p.get(o, prom, reissued) }, func(err error) { reply(nil, nil, nil, err) })
+		r.retryLater(seen, err, func() { r.get(o, prom, reissued) }, func(err error) { reply(nil, nil, nil, err) })
 	}
 	for {
-		g, gen, err := p.getChannel(o.Queue)
+		g, gen, err := r.getChannel(o.Queue)
 		if err != nil {
 			if connLost(err) {
 				later(gen, err)
@@ -43,29 +44,29 @@ func (p *pool) get(o ops.Get, prom *Promise[GetResult], reissued int) {
 		}
 		err = g.ch.mux().Call(&mux.Request{Method: &proto.BasicGet{Queue: o.Queue, NoAck: o.NoAck},
 			Done: func(m proto.Method, msg *ops.Message, err error) {
-				if discarded(err, reissued) {
-					p.getDone(g)
-					p.get(o, prom, reissued+1) // discarded behind another Get that failed
+				if r.c.pool.Discarded(err, reissued) {
+					r.getDone(g)
+					r.get(o, prom, reissued+1) // discarded behind another Get that failed
 					return
 				}
 				if err != nil && !o.NoAck && connLost(err) {
 					// Lost with its connection: a message it took was
 					// requeued, so it may run again on the next one. A
 					// NoAck Get may have taken its message: it fails.
-					p.getDone(g)
+					r.getDone(g)
 					later(gen, err)
 					return
 				}
 				// The delivery is outstanding before the Get stops counting
 				// as pending, so the channel never looks idle in between.
 				reply(m, msg, g.ch, err)
-				p.getDone(g)
+				r.getDone(g)
 			}})
 		if err == nil {
 			return
 		}
-		p.getDone(g)
-		if !retryFresh(g.ch.mux(), g.ch.generation(), reissued) {
+		r.getDone(g)
+		if !pool.RetryFresh(g.ch.mux(), g.ch.generation(), reissued) {
 			if connLost(err) {
 				later(gen, err)
 				return
@@ -77,44 +78,44 @@ func (p *pool) get(o ops.Get, prom *Promise[GetResult], reissued int) {
 	}
 }
 
-func (p *pool) getDone(g *getChan) {
-	p.mu.Lock()
+func (r *registry) getDone(g *getChan) {
+	r.mu.Lock()
 	g.pending--
-	p.mu.Unlock()
+	r.mu.Unlock()
 }
 
 // getChannel returns queue's live Get channel with one more Get pending,
 // opening it (pipelined) if needed, and the connection it looked at (nil,
 // with errOffline, while the client reconnects).
-func (p *pool) getChannel(queue string) (*getChan, *generation, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	gen := p.current()
+func (r *registry) getChannel(queue string) (*getChan, *generation, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	gen := r.current()
 	if gen == nil {
 		return nil, nil, errOffline
 	}
-	if g := p.gets[queue]; g != nil && g.ch.generation() == gen && g.ch.mux().Err() == nil {
+	if g := r.gets[queue]; g != nil && g.ch.generation() == gen && g.ch.mux().Err() == nil {
 		g.pending++
 		return g, gen, nil
 	}
-	if len(p.gets) >= maxGetChannels {
-		p.closeIdleGetsLocked()
+	if len(r.gets) >= maxGetChannels {
+		r.closeIdleGetsLocked()
 	}
-	ch, err := p.c.openChannel(gen, nil)
+	ch, err := r.c.openChannel(gen, nil)
 	if err != nil {
 		return nil, gen, err
 	}
 	g := &getChan{ch: ch, pending: 1}
-	p.gets[queue] = g
+	r.gets[queue] = g
 	return g, gen, nil
 }
 
 // closeIdleGetsLocked closes the Get channels that nothing uses: no Get
 // pending and no delivery awaiting an acknowledgement.
-func (p *pool) closeIdleGetsLocked() {
-	for q, g := range p.gets {
+func (r *registry) closeIdleGetsLocked() {
+	for q, g := range r.gets {
 		if g.ch.mux().Err() != nil {
-			delete(p.gets, q)
+			delete(r.gets, q)
 			continue
 		}
 		g.ch.mu.Lock()
@@ -122,7 +123,7 @@ func (p *pool) closeIdleGetsLocked() {
 		g.ch.mu.Unlock()
 		if idle {
 			g.ch.mux().Close(func(error) {})
-			delete(p.gets, q)
+			delete(r.gets, q)
 		}
 	}
 }

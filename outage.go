@@ -7,14 +7,14 @@ import (
 	"github.com/leveret-mq/leveret/internal/session"
 )
 
-// What the pool does while the client reconnects. Operations that were in
+// What the client does with operations while it reconnects. Operations that were in
 // flight when the connection dropped, or are issued before the next one is
 // ready, are parked (session.Gate) and re-sent, in order, once it is; if
 // the client ends first they fail with its error. Parking is decided under
 // the gate's lock against the connection the operation saw, so an
 // operation never parks after the list was drained for a newer connection.
 
-// errOffline is what the pool's lookups report while no connection is
+// errOffline is what the lookups of the pool and the registry report while no connection is
 // ready; the operation is parked, never failed with it.
 var errOffline = session.ErrOffline
 
@@ -31,81 +31,81 @@ func connLost(err error) bool {
 // first).
 func (c *Client) droppedWith(ctx context.Context, g *generation, err error) bool {
 	var ce *ConnectionError
-	if errors.As(err, &ce) && c.pool.reconnects() {
+	if errors.As(err, &ce) && c.reg.reconnects() {
 		select {
-		case <-g.conn.Dead():
+		case <-g.Conn.Dead():
 		case <-ctx.Done():
 			return false
 		}
 	}
-	return g.conn.Err() != nil && c.pool.reconnects()
+	return g.Conn.Err() != nil && c.reg.reconnects()
 }
 
 // retryLater runs run on the next connection if the client reconnects:
 // at once if a newer one than seen is ready already, else once it is. If
 // the client does not reconnect (WithReconnect(nil)) or has ended, fail
 // gets err, or the client's end (session.Gate.RetryLater).
-func (p *pool) retryLater(seen *generation, err error, run func(), fail func(error)) {
-	p.gate.RetryLater(seen, err, run, fail)
+func (r *registry) retryLater(seen *generation, err error, run func(), fail func(error)) {
+	r.gate.RetryLater(seen, err, run, fail)
 }
 
 // reconnects reports whether a connection lost now will be replaced. It
 // takes no lock (callers may hold a Channel's).
-func (p *pool) reconnects() bool { return p.gate.Reconnects() }
+func (r *registry) reconnects() bool { return r.gate.Reconnects() }
 
 // current is the connection operations go to; nil while the client
 // reconnects (and recovers). It takes no lock.
-func (p *pool) current() *generation {
-	g, _ := p.gate.Current()
+func (r *registry) current() *generation {
+	g, _ := r.gate.Current()
 	return g
 }
 
 // offline marks g as gone: operations park until ready installs the next
 // connection. Idempotent; any goroutine that notices g's end may call it.
-func (p *pool) offline(g *generation) { p.gate.Offline(g) }
+func (r *registry) offline(g *generation) { r.gate.Offline(g) }
 
 // install makes g the client's latest connection, for the supervisor to
 // recover; operations still park until ready. It reports false if the
 // client has ended (Close came first): g must then be closed.
-func (p *pool) install(g *generation) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ended != nil {
+func (r *registry) install(g *generation) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ended != nil {
 		return false
 	}
-	p.c.gen.Store(g)
+	r.c.gen.Store(g)
 	return true
 }
 
 // ready lets operations go to g and re-sends the parked ones, in the order
 // they parked. It runs on the supervisor once g carries the recorded
 // topology again.
-func (p *pool) ready(g *generation) { p.gate.Ready(g) }
+func (r *registry) ready(g *generation) { r.gate.Ready(g) }
 
 // end stops parking: the parked operations fail with err, waiters wake,
 // and consumers waiting for a connection end.
-func (p *pool) end(err error) {
-	p.mu.Lock()
-	if p.ended != nil {
-		p.mu.Unlock()
+func (r *registry) end(err error) {
+	r.mu.Lock()
+	if r.ended != nil {
+		r.mu.Unlock()
 		return
 	}
-	p.ended = err
+	r.ended = err
 	var waiting []*Consumer
-	for cs := range p.consumers {
-		p.stopRetryLocked(cs)
+	for cs := range r.consumers {
+		r.stopRetryLocked(cs)
 		if ch := cs.channel(); ch == nil || ch.mux().Err() != nil {
 			waiting = append(waiting, cs)
 		}
 	}
-	p.mu.Unlock()
-	p.gate.End(err)
+	r.mu.Unlock()
+	r.gate.End(err)
 	for _, cs := range waiting {
 		cs.end(err)
 	}
-	p.endSuspended(err)
+	r.endSuspended(err)
 }
 
 // waitLive returns the connection operations go to, waiting while the
 // client reconnects, until ctx ends or the client does.
-func (p *pool) waitLive(ctx context.Context) (*generation, error) { return p.gate.WaitLive(ctx) }
+func (r *registry) waitLive(ctx context.Context) (*generation, error) { return r.gate.WaitLive(ctx) }

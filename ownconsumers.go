@@ -2,38 +2,38 @@ package leveret
 
 import "fmt"
 
-// Client.Consume consumers are the client's, not a channel's: the pool
-// keeps them (pool.consumers) from Consume until they end, and starts each
+// Client.Consume consumers are the client's, not a channel's: the registry
+// keeps them (registry.consumers) from Consume until they end, and starts each
 // one again on every new connection, on a fresh channel of its own, with
 // the same tag and Deliveries channel.
 
 // addConsumer registers a Client.Consume consumer, so that a drop at any
 // time from now on restarts it.
-func (p *pool) addConsumer(cs *Consumer) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.ended != nil {
-		return p.ended
+func (r *registry) addConsumer(cs *Consumer) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ended != nil {
+		return r.ended
 	}
-	p.consumers[cs] = struct{}{}
+	r.consumers[cs] = struct{}{}
 	return nil
 }
 
 // forgetConsumer drops an ended consumer from the registry. A user's
 // cancel (err nil) of the last recorded consumer of an auto-delete queue
 // also forgets that queue: the broker deletes it then.
-func (p *pool) forgetConsumer(cs *Consumer, err error) {
-	p.mu.Lock()
-	delete(p.consumers, cs)
-	p.stopRetryLocked(cs)
+func (r *registry) forgetConsumer(cs *Consumer, err error) {
+	r.mu.Lock()
+	delete(r.consumers, cs)
+	r.stopRetryLocked(cs)
 	queue := cs.o.Queue
 	others := false
-	for other := range p.consumers {
+	for other := range r.consumers {
 		others = others || other.o.Queue == queue
 	}
-	p.mu.Unlock()
+	r.mu.Unlock()
 	if err == nil && !others {
-		p.c.rec.LastConsumerGone(queue)
+		r.c.rec.LastConsumerGone(queue)
 	}
 }
 
@@ -41,27 +41,27 @@ func (p *pool) forgetConsumer(cs *Consumer, err error) {
 // renamed queues, and adds the outcome to rep. It runs on the supervisor,
 // after g carries the recorded topology again.
 func (c *Client) recoverConsumers(g *generation, rep *Recovery) {
-	p := c.pool
-	p.mu.Lock()
-	list := make([]*Consumer, 0, len(p.consumers))
-	for cs := range p.consumers {
+	r := c.reg
+	r.mu.Lock()
+	list := make([]*Consumer, 0, len(r.consumers))
+	for cs := range r.consumers {
 		if name, ok := rep.Renamed[cs.o.Queue]; ok {
 			cs.o.Queue = name
 			cs.queueNow.Store(&name)
 		}
 		list = append(list, cs)
 	}
-	p.mu.Unlock()
+	r.mu.Unlock()
 	type start struct {
 		cs     *Consumer
 		answer *Promise[struct{}]
 	}
 	var starts []start
 	for _, cs := range list {
-		p.mu.Lock()
-		p.stopRetryLocked(cs) // this start is its retry
-		p.mu.Unlock()
-		if answer := p.startOwn(cs); answer != nil {
+		r.mu.Lock()
+		r.stopRetryLocked(cs) // this start is its retry
+		r.mu.Unlock()
+		if answer := r.startOwn(cs); answer != nil {
 			starts = append(starts, start{cs, answer})
 		}
 	}

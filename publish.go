@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/leveret-mq/leveret/internal/mux"
+	"github.com/leveret-mq/leveret/internal/pool"
 	"github.com/leveret-mq/leveret/internal/proto"
 	"github.com/leveret-mq/leveret/ops"
 )
@@ -132,7 +133,7 @@ func (ch *Channel) Send(ctx context.Context, o ops.Publish) error {
 // confirmed stream with a window of its own, the confirm package.
 func (c *Client) Publish(ctx context.Context, o ops.Publish) *Promise[struct{}] {
 	p := newPromise[struct{}]()
-	if err := c.pool.publish(ctx, &o, p); err != nil {
+	if err := c.publish(ctx, &o, p); err != nil {
 		p.resolve(struct{}{}, err)
 	}
 	return p
@@ -149,7 +150,7 @@ func (c *Client) Publish(ctx context.Context, o ops.Publish) *Promise[struct{}] 
 // publish's promise first.
 func (c *Client) Get(o ops.Get) *Promise[GetResult] {
 	p := newPromise[GetResult]()
-	c.pool.afterPending(entityKey('q', o.Queue), func() { c.pool.get(o, p, 0) })
+	c.pool.AfterPending(pool.Key('q', o.Queue), func() { c.reg.get(o, p, 0) })
 	return p
 }
 

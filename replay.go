@@ -13,7 +13,7 @@ import (
 // it is logged here and reported in the Recovery of the next connection
 // that recovers.
 func (c *Client) recoverTopology(g *generation) {
-	r := c.rec.Replay(c.supCtx, g.conn, classifyReplay)
+	r := c.rec.Replay(c.supCtx, g.Conn, classifyReplay)
 	for _, err := range r.Refused {
 		c.cfg.logger.Error("amqp: recovery refused", "error", err)
 	}

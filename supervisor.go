@@ -11,28 +11,17 @@ import (
 	"github.com/leveret-mq/leveret/internal/topology"
 )
 
-// generation is one connection of a Client: the mux.Conn and what its
-// handshake negotiated. It is single-use: when it ends, the supervisor
-// makes the next one; nothing revives it.
-type generation struct {
-	conn     *mux.Conn
-	tuning   tuning
-	num      uint64
-	endpoint string // the URL, without its password
-}
+// generation is one connection of a Client (session.Generation).
+type generation = session.Generation
 
 func (c *Client) newGeneration(d dialed, num uint64) *generation {
 	return &generation{
-		conn:     mux.New(d.nc, d.fr, newMuxConfig(d.tuning, c.eps[d.ep].cfg, c.onBlocked, c.dispatch.kick)),
-		tuning:   d.tuning,
-		num:      num,
-		endpoint: c.eps[d.ep].u.String(),
+		Conn:     mux.New(d.nc, d.fr, newMuxConfig(d.tuning, c.eps[d.ep].cfg, c.onBlocked, c.dispatch.kick)),
+		Tuning:   d.tuning,
+		Num:      num,
+		Endpoint: c.eps[d.ep].u.String(),
 	}
 }
-
-// Join and Err make a generation a session.Conn.
-func (g *generation) Join()      { g.conn.Join() }
-func (g *generation) Err() error { return g.conn.Err() }
 
 // stableAfter is how long a connection must have served, after its
 // recovery, for its loss to start the reconnect policy over: a connection
@@ -56,7 +45,7 @@ func (c *Client) newSupervisor(first *generation) *session.Supervisor[*generatio
 		Forced: func(err error) bool { return errors.Is(err, ErrConnectionForced) }}
 	return session.New(c.supCtx, (*sessionOwner)(c), first, cfg,
 		session.StepFunc[*generation](c.recoverTopology),
-		session.StepFunc[*generation](c.pool.ready),
+		session.StepFunc[*generation](c.reg.ready),
 		session.StepFunc[*generation](func(g *generation) { c.recoverConsumers(g, c.recovering) }),
 		session.StepFunc[*generation](func(g *generation) { c.recoverChannels(g, c.recovering) }))
 }
@@ -68,7 +57,7 @@ type sessionOwner Client
 // Down parks what ran on the lost connection g.
 func (o *sessionOwner) Down(g *generation, cause error) {
 	c := (*Client)(o)
-	c.pool.offline(g)
+	c.reg.offline(g)
 	c.emit(Event{Kind: EventDisconnected, Err: cause})
 }
 
@@ -83,7 +72,7 @@ func (o *sessionOwner) Dial(ctx context.Context, r session.Round) (*generation, 
 		c.emit(Event{Kind: EventReconnecting, Attempt: r.Attempt, Delay: r.Delay, Endpoint: c.eps[i].u.String(), Err: prev})
 	})
 	if err == nil {
-		return c.newGeneration(d, c.gen.Load().num+1), true, nil
+		return c.newGeneration(d, c.gen.Load().Num+1), true, nil
 	}
 	if round == nil {
 		return nil, false, err
@@ -97,13 +86,13 @@ func (o *sessionOwner) Dial(ctx context.Context, r session.Round) (*generation, 
 // Up installs g, unless Close came first, and starts its report.
 func (o *sessionOwner) Up(g *generation) bool {
 	c := (*Client)(o)
-	if !c.pool.install(g) {
-		g.conn.Abort(ErrClosed)
+	if !c.reg.install(g) {
+		g.Conn.Abort(ErrClosed)
 		return false
 	}
 	c.blocked.Store(false)
 	c.recovering = &Recovery{Renamed: make(map[string]string)}
-	c.emit(Event{Kind: EventConnected, Endpoint: g.endpoint})
+	c.emit(Event{Kind: EventConnected, Endpoint: g.Endpoint})
 	return true
 }
 
@@ -124,7 +113,7 @@ func (o *sessionOwner) End(err error) { (*Client)(o).finish(err) }
 // fails, consumers waiting to be recovered end, Done is closed.
 func (c *Client) finish(err error) {
 	c.finishOnce.Do(func() {
-		c.pool.end(err)
+		c.reg.end(err)
 		c.endErr = err
 		close(c.done)
 		c.emit(Event{Kind: EventClosed, Err: err})

@@ -1,6 +1,7 @@
 package leveret
 
 import (
+	"github.com/leveret-mq/leveret/internal/pool"
 	"github.com/leveret-mq/leveret/internal/proto"
 	"github.com/leveret-mq/leveret/ops"
 )
@@ -30,17 +31,8 @@ func issue[T any](is issuer, keys [2]string, m proto.Method, conv func(proto.Met
 	return p
 }
 
-func exchangeKeys(a, b string) [2]string { return [2]string{entityKey('e', a), entityKey('e', b)} }
-func queueKeys(q, e string) [2]string    { return [2]string{entityKey('q', q), entityKey('e', e)} }
-
-// entityKey is "" for names that order nothing: the default exchange and a
-// queue the broker will name.
-func entityKey(kind byte, name string) string {
-	if name == "" {
-		return ""
-	}
-	return string(kind) + ":" + name
-}
+func exchangeKeys(a, b string) [2]string { return [2]string{pool.Key('e', a), pool.Key('e', b)} }
+func queueKeys(q, e string) [2]string    { return [2]string{pool.Key('q', q), pool.Key('e', e)} }
 
 func exchangeDeclare(o ops.ExchangeDeclare) proto.Method {
 	kind := string(o.Kind)

@@ -1,4 +1,4 @@
-package leveret
+package pool
 
 import (
 	"fmt"
@@ -62,9 +62,9 @@ func copyBody(body []byte) ([]byte, *[]byte) {
 	return (*buf)[:copy(*buf, body)], buf
 }
 
-// releaseBody gives a pooled buffer back. The caller must hold the only
+// ReleaseBody gives a pooled buffer back. The caller must hold the only
 // reference to it that will ever be used again.
-func releaseBody(buf *[]byte) {
+func ReleaseBody(buf *[]byte) {
 	if buf == nil {
 		return
 	}
@@ -74,7 +74,7 @@ func releaseBody(buf *[]byte) {
 // bodyHold keeps a publish's pooled body from going back while a write of
 // it may still read it. The writes in flight are counted (the low 32 bits
 // of state); a confirmation that arrives while one is sets waiting and
-// leaves the settling to the last write (clientPub.bodyWritten): the
+// leaves the settling to the last write (Publish.bodyWritten): the
 // publish is not reported confirmed, nor its buffer reused, before its
 // frames are out.
 type bodyHold struct {
@@ -118,12 +118,12 @@ func (h *bodyHold) written() (settle, ack bool) {
 // writer goroutine). The last one settles a confirmation that came first.
 // If that write failed, the frames the peer confirmed did not all go out:
 // the publish is not reported confirmed.
-func (pub *clientPub) bodyWritten(err error) {
+func (pub *Publish) bodyWritten(err error) {
 	settle, ack := pub.hold.written()
 	switch {
 	case !settle:
 	case err != nil:
-		pub.finish(fmt.Errorf("%w: the broker confirmed it before its frames were written, and the write failed: %w", ErrNotConfirmed, err))
+		pub.finish(fmt.Errorf("%w: the broker confirmed it before its frames were written, and the write failed: %w", pub.pool.errs.NotConfirmed, err))
 	default:
 		pub.settleConfirmed(ack)
 	}

@@ -1,8 +1,9 @@
-package leveret
+package pool
 
 import (
 	"github.com/leveret-mq/leveret/internal/mux"
 	"github.com/leveret-mq/leveret/internal/proto"
+	"github.com/leveret-mq/leveret/internal/session"
 	"github.com/leveret-mq/leveret/ops"
 )
 
@@ -15,8 +16,8 @@ import (
 // pool (publishesEnded). Client.Consume's and Client.Get's channels are
 // *Channel values instead: their deliveries name them.
 type pooledChannel struct {
-	p    *pool
-	gen  *generation
+	p    *Pool
+	gen  *session.Generation
 	mc   *mux.Channel
 	pubs *pubTracker
 }
@@ -25,9 +26,9 @@ type pooledChannel struct {
 // following its publishes. confirm.select is pipelined behind channel.open,
 // before any publish, so the broker counts every publish on it from 1. The
 // handler is in place before mux can reach the channel.
-func (p *pool) openConfirmed(g *generation, t *pubTracker) (*pooledChannel, error) {
+func (p *Pool) openConfirmed(g *session.Generation, t *pubTracker) (*pooledChannel, error) {
 	pc := &pooledChannel{p: p, gen: g, pubs: t}
-	pc.mc = g.conn.NewChannel(pc)
+	pc.mc = g.Conn.NewChannel(pc)
 	if err := pc.mc.Open(nil); err != nil {
 		return nil, err
 	}
@@ -57,6 +58,6 @@ func (pc *pooledChannel) Closed(err error) { pc.p.publishesEnded(pc, err) }
 // was dropped; its publish is settled by its confirmation.
 func (pc *pooledChannel) Oversized(m proto.Method, size uint64) {
 	if r, ok := m.(*proto.BasicReturn); ok {
-		pc.p.c.refusedReturn(r, size)
+		pc.p.owner.RefusedReturn(r, size)
 	}
 }

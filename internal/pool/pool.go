@@ -1,13 +1,20 @@
-package leveret
+// Package pool runs a client's client-level operations (topology
+// operations and Client.Publish) on a few channels of the client's own,
+// in confirm mode: ordered per entity, pipelined, re-issued when a
+// failure in front of them discarded them, parked while the client
+// reconnects (through the client's session.Gate), and isolated when the
+// broker's close does not say which one it meant. It never imports the
+// root package: it calls up through Owner and Settler.
+package pool
 
 import (
-	"errors"
 	"hash/maphash"
 	"sync"
 
 	"github.com/leveret-mq/leveret/internal/mux"
 	"github.com/leveret-mq/leveret/internal/proto"
 	"github.com/leveret-mq/leveret/internal/session"
+	"github.com/leveret-mq/leveret/internal/topology"
 	"github.com/leveret-mq/leveret/ops"
 )
 
@@ -15,7 +22,7 @@ import (
 // operations in front of it failed; each re-send follows a distinct failure.
 const maxReissues = 8
 
-// pool spreads client-level operations over a few of the client's own
+// Pool spreads client-level operations over a few of the client's own
 // channels. An operation goes to the channel its first entity hashes to, so
 // operations on one queue or exchange stay in order on one channel. An
 // operation that also names an entity with an operation still pending on
@@ -23,36 +30,41 @@ const maxReissues = 8
 // the bind) is sent once that operation has completed. When the broker
 // closes a pooled channel, the operations it discarded are re-issued on a
 // fresh one, so only the failing operation fails.
-type pool struct {
-	c    *Client
-	seed maphash.Seed
+//
+// Its methods never block, except Publish (for room, under its ctx).
+// Completions run on the issuing goroutine or the reader's, with no lock of
+// the pool held.
+type Pool struct {
+	owner Owner
+	errs  Errors
+	rec   *topology.Record
+	seed  maphash.Seed
 
 	budget pubBudget // bytes held by unconfirmed client-level publishes
 	iso    isolation // suspects of a failed publish, re-sent one at a time
 
 	// gate is where operations go: the current connection, or parked
-	// until the next one is ready (outage.go).
-	gate *session.Gate[*generation]
+	// until the next one is ready.
+	gate *session.Gate[*session.Generation]
 
 	mu        sync.Mutex
-	chans     []*pooledChannel       // replaced when they end
-	last      map[string]*pooledOp   // latest unfinished operation per entity key
-	rr        int                    // round robin for operations naming no entity
-	gets      map[string]*getChan    // Client.Get's channels, by queue
-	ended     error                  // the client has ended: no consumer registers any more
-	consumers map[*Consumer]struct{} // Client.Consume consumers, restarted on a new connection
-	channels  map[*Channel]struct{}  // explicit channels, re-opened on a new connection
-	suspects  []*pooledOp            // to re-send one at a time (suspects.go)
-	retrying  sync.WaitGroup         // armed consumer retry timers and their callbacks (consumerretry.go)
-	isolating bool                   // a suspect is in flight or waits for a connection
+	chans     []*pooledChannel      // replaced when they end
+	last      map[string]*operation // latest unfinished operation per entity key
+	rr        int                   // round robin for operations naming no entity
+	suspects  []*operation          // to re-send one at a time (suspects.go)
+	isolating bool                  // a suspect is in flight or waits for a connection
 }
 
-type pooledOp struct {
+// Done is a pooled operation's completion: the broker's reply (and the
+// message it carried, for none of the pool's operations today), or err.
+type Done func(reply proto.Method, msg *ops.Message, err error)
+
+type operation struct {
 	m        proto.Method
-	pub      *clientPub // a Client.Publish (m is nil); settled on its confirmation
+	pub      *Publish // a Client.Publish (m is nil); settled on its confirmation
 	keys     [2]string
 	slot     int
-	done     replyFunc
+	done     Done
 	reissued int
 	run      func() // instead of sending: a callback waiting for an entity (afterPending)
 	// suspected: a connection close could mean it (mux.Suspect); it is
@@ -64,26 +76,31 @@ type pooledOp struct {
 	ch      *pooledChannel // the channel it was last sent on
 	direct  bool           // ready when issued: its issuing goroutine sends it
 	waiting int            // operations this one waits for
-	after   []*pooledOp    // operations waiting for this one to finish
+	after   []*operation   // operations waiting for this one to finish
 	// afterSent are operations on its channel waiting only for it to be
 	// sent (or to finish): from then on channel order keeps them behind it.
-	afterSent []*pooledOp
+	afterSent []*operation
 	// behind are unfinished operations on its entities that it relies on
 	// channel order to follow (see waitsBehind).
-	behind   [2]*pooledOp
+	behind   [2]*operation
 	behindCh [2]*pooledChannel // behind[i].ch when recorded: the usual case, unchanged, needs no lock
 	finished bool
 }
 
-func newPool(c *Client, g *generation, n, unconfirmedLimit int) *pool {
-	p := &pool{c: c, seed: maphash.MakeSeed(), chans: make([]*pooledChannel, n), last: make(map[string]*pooledOp),
-		budget: pubBudget{limit: unconfirmedLimit}, gets: make(map[string]*getChan),
-		gate: session.NewGate(g, c.policy != nil), consumers: make(map[*Consumer]struct{}), channels: make(map[*Channel]struct{})}
-	return p
+// New makes a pool; it opens its channels when first used.
+func New(cfg Config) *Pool {
+	return &Pool{owner: cfg.Owner, errs: cfg.Errors, rec: cfg.Record, seed: maphash.MakeSeed(),
+		chans: make([]*pooledChannel, cfg.Channels), last: make(map[string]*operation),
+		budget: pubBudget{limit: cfg.UnconfirmedLimit}, gate: cfg.Gate}
 }
 
-func (p *pool) issue(keys [2]string, m proto.Method, done replyFunc) {
-	op := &pooledOp{m: m, keys: keys, done: done}
+// Issue sends m, ordered by the entities keys name (see Key), and calls
+// done with its reply. It never blocks. A method lost with its connection
+// goes out again on the next one (declarations, binds and deletes are
+// idempotent); one the broker closed the connection over fails with that
+// error and is not sent again.
+func (p *Pool) Issue(keys [2]string, m proto.Method, done Done) {
+	op := &operation{m: m, keys: keys, done: done}
 	p.mu.Lock()
 	ready := p.enlistLocked(op)
 	p.mu.Unlock()
@@ -100,7 +117,7 @@ const deleteSlot = 0
 
 // enlistLocked records op as the latest operation on its entities and
 // reports whether it may be sent now.
-func (p *pool) enlistLocked(op *pooledOp) bool {
+func (p *Pool) enlistLocked(op *operation) bool {
 	switch op.m.(type) {
 	case *proto.QueueDelete, *proto.ExchangeDelete:
 		op.slot = deleteSlot
@@ -135,7 +152,7 @@ func (p *pool) enlistLocked(op *pooledOp) bool {
 	return op.direct
 }
 
-func (p *pool) slotLocked(key string) int {
+func (p *Pool) slotLocked(key string) int {
 	if key == "" {
 		p.rr++
 		return p.rr % len(p.chans)
@@ -143,10 +160,10 @@ func (p *pool) slotLocked(key string) int {
 	return int(maphash.String(p.seed, key) % uint64(len(p.chans)))
 }
 
-// afterPending runs fn once the client-level operations issued so far on
+// AfterPending runs fn once the client-level operations issued so far on
 // the entity key have completed (at once, on this goroutine, if there are
 // none; else on the reader goroutine). fn must not block.
-func (p *pool) afterPending(key string, fn func()) {
+func (p *Pool) AfterPending(key string, fn func()) {
 	p.mu.Lock()
 	prev := p.last[key]
 	if key == "" || prev == nil {
@@ -154,13 +171,13 @@ func (p *pool) afterPending(key string, fn func()) {
 		fn()
 		return
 	}
-	prev.after = append(prev.after, &pooledOp{run: fn, waiting: 1})
+	prev.after = append(prev.after, &operation{run: fn, waiting: 1})
 	p.mu.Unlock()
 }
 
 // send puts op on its slot's channel. It runs on the issuing goroutine or,
 // for re-issues and released dependants, on the reader; it never blocks.
-func (p *pool) send(op *pooledOp) {
+func (p *Pool) send(op *operation) {
 	if op.run != nil {
 		op.run()
 		return
@@ -203,7 +220,7 @@ func (p *pool) send(op *pooledOp) {
 			return
 		}
 		// The channel may have ended between lookup and call; take a fresh one.
-		if ch != nil && retryFresh(ch.mc, ch.gen, op.reissued) {
+		if ch != nil && RetryFresh(ch.mc, ch.gen, op.reissued) {
 			op.reissued++
 			continue
 		}
@@ -214,51 +231,37 @@ func (p *pool) send(op *pooledOp) {
 
 // sendLater parks op for the next connection if err says the connection
 // (g) was lost and the client reconnects; else op fails with err.
-func (p *pool) sendLater(op *pooledOp, g *generation, err error) {
-	if !connLost(err) {
+func (p *Pool) sendLater(op *operation, g *session.Generation, err error) {
+	if !p.connLost(err) {
 		p.finish(op, nil, nil, err)
 		return
 	}
 	p.retryLater(g, err, func() { p.send(op) }, func(err error) { p.finish(op, nil, nil, err) })
 }
 
-func (p *pool) replied(op *pooledOp, blame mux.Blame, reply proto.Method, msg *ops.Message, ch *pooledChannel, err error) {
+func (p *Pool) replied(op *operation, blame mux.Blame, reply proto.Method, msg *ops.Message, ch *pooledChannel, err error) {
 	switch {
-	case discarded(err, op.reissued):
+	case p.Discarded(err, op.reissued):
 		op.reissued++
 		p.send(op)
 		return
-	case err != nil && connLost(err) && (blame == mux.Culprit || blame == mux.Suspect && op.suspected):
+	case err != nil && p.connLost(err) && (blame == mux.Culprit || blame == mux.Suspect && op.suspected):
 		// The broker closed the connection over it: it fails with that
 		// error, unrecorded, and is not sent again (see suspects.go).
-	case err != nil && connLost(err) && blame == mux.Suspect:
+	case err != nil && p.connLost(err) && blame == mux.Suspect:
 		op.suspected = true
 		p.suspect(op, ch.gen, err)
 		return
-	case err != nil && connLost(err):
+	case err != nil && p.connLost(err):
 		// Lost with its connection: declares, binds and deletes are
 		// idempotent, so it goes out again on the next one (an isolated
 		// suspect keeps its turn).
 		p.sendLater(op, ch.gen, err)
 		return
 	case err == nil:
-		p.c.rec.Observe(op.m, reply)
+		p.rec.Observe(op.m, reply)
 	}
 	p.finish(op, reply, msg, err)
-}
-
-// retryFresh reports whether an operation that mc, a channel of g,
-// refused should be tried on a fresh channel: mc ended between lookup and
-// call, the connection did not, and tries are left.
-func retryFresh(mc *mux.Channel, g *generation, tries int) bool {
-	return mc != nil && mc.Err() != nil && g.conn.Err() == nil && tries < maxReissues
-}
-
-// discarded reports whether err says the broker discarded an operation
-// behind a failure on its channel (not the connection's), so that it may be
-// sent again, tries permitting.
-func discarded(err error, tries int) bool {
-	return err != nil && errors.Is(err, ErrNotExecuted) && !isConnectionError(err) && tries < maxReissues
 }
 
 // waitsBehind reports whether op, about to go out on ch, must first wait
@@ -268,7 +271,7 @@ func discarded(err error, tries int) bool {
 // suspect, and op would overtake it on the fresh channel (a publish would
 // reach an exchange before its declare). op then waits until they have
 // been sent again (or have finished), and is sent from there.
-func (p *pool) waitsBehind(op *pooledOp, ch *pooledChannel) bool {
+func (p *Pool) waitsBehind(op *operation, ch *pooledChannel) bool {
 	// Read without pool.mu: behind and behindCh are written under it
 	// before op is sent, by the goroutine that then sends it or hands it
 	// over (enlistLocked, releaseLocked), and only op's sender reads them.
@@ -292,7 +295,7 @@ func (p *pool) waitsBehind(op *pooledOp, ch *pooledChannel) bool {
 
 // sentOn records that op went out on ch and sends the operations that
 // waited only for that, now behind it in channel order.
-func (p *pool) sentOn(op *pooledOp, ch *pooledChannel) {
+func (p *Pool) sentOn(op *operation, ch *pooledChannel) {
 	p.mu.Lock()
 	op.sent, op.ch = true, ch
 	ready := releaseLocked(op, op.afterSent)
@@ -305,8 +308,8 @@ func (p *pool) sentOn(op *pooledOp, ch *pooledChannel) {
 
 // releaseLocked counts op off the waits of those, and returns the ones
 // now ready. Each remembers op as one it follows by channel order.
-func releaseLocked(op *pooledOp, those []*pooledOp) []*pooledOp {
-	var ready []*pooledOp
+func releaseLocked(op *operation, those []*operation) []*operation {
+	var ready []*operation
 	for _, next := range those {
 		for i, k := range next.keys {
 			if k != "" && (k == op.keys[0] || k == op.keys[1]) && !op.finished {
@@ -321,10 +324,10 @@ func releaseLocked(op *pooledOp, those []*pooledOp) []*pooledOp {
 }
 
 // finish settles op and releases the operations that waited for it.
-func (p *pool) finish(op *pooledOp, reply proto.Method, msg *ops.Message, err error) {
+func (p *Pool) finish(op *operation, reply proto.Method, msg *ops.Message, err error) {
 	p.mu.Lock()
 	op.finished = true
-	op.behind, op.behindCh = [2]*pooledOp{}, [2]*pooledChannel{} // keeps no chain of settled operations alive
+	op.behind, op.behindCh = [2]*operation{}, [2]*pooledChannel{} // keeps no chain of settled operations alive
 	for _, k := range op.keys {
 		if k != "" && p.last[k] == op {
 			delete(p.last, k)
@@ -335,9 +338,9 @@ func (p *pool) finish(op *pooledOp, reply proto.Method, msg *ops.Message, err er
 	op.after, op.afterSent = nil, nil
 	p.mu.Unlock()
 	if op.pub != nil {
-		op.pub.prom.resolve(struct{}{}, err)
+		op.pub.settled(err)
 	} else {
-		op.done(reply, msg, nil, err)
+		op.done(reply, msg, err)
 	}
 	for _, next := range ready {
 		p.send(next)
@@ -349,14 +352,14 @@ func (p *pool) finish(op *pooledOp, reply proto.Method, msg *ops.Message, err er
 
 // channel returns the live channel for slot, opening a new one (pipelined,
 // without waiting for open-ok) if there is none or it has ended. It also
-// returns the connection it looked at: nil, with errOffline, while the
+// returns the connection it looked at: nil, with session.ErrOffline, while the
 // client reconnects.
-func (p *pool) channel(slot int) (*pooledChannel, *generation, error) {
+func (p *Pool) channel(slot int) (*pooledChannel, *session.Generation, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	g := p.current()
 	if g == nil {
-		return nil, nil, errOffline
+		return nil, nil, session.ErrOffline
 	}
 	if ch := p.chans[slot]; ch != nil && ch.gen == g && ch.mc.Err() == nil {
 		return ch, g, nil
@@ -367,4 +370,19 @@ func (p *pool) channel(slot int) (*pooledChannel, *generation, error) {
 	}
 	p.chans[slot] = ch
 	return ch, g, nil
+}
+
+// retryLater runs run on the next connection if the client reconnects:
+// at once if a newer one than seen is ready already, else once it is. If
+// the client does not reconnect or has ended, fail gets err, or the
+// client's end (session.Gate.RetryLater).
+func (p *Pool) retryLater(seen *session.Generation, err error, run func(), fail func(error)) {
+	p.gate.RetryLater(seen, err, run, fail)
+}
+
+// current is the connection operations go to; nil while the client
+// reconnects (and recovers). It takes no lock.
+func (p *Pool) current() *session.Generation {
+	g, _ := p.gate.Current()
+	return g
 }

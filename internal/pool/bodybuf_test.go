@@ -1,4 +1,4 @@
-package leveret
+package pool
 
 import (
 	"bytes"
@@ -35,22 +35,24 @@ func TestCopyBody(t *testing.T) {
 		}
 		if buf != nil {
 			require.Equal(t, 1<<(minPooledShift+bodyClass(n)), cap(*buf))
-			releaseBody(buf)
+			ReleaseBody(buf)
 		}
 	}
-	releaseBody(nil) // no buffer: nothing to give back
+	ReleaseBody(nil) // no buffer: nothing to give back
 }
 
-// TestClientPubCostsItsBuffer: WithUnconfirmedLimit counts the memory a
+// TestPublishCostsItsBuffer: WithUnconfirmedLimit counts the memory a
 // publish holds, which for a pooled body is its whole buffer.
-func TestClientPubCostsItsBuffer(t *testing.T) {
+func TestPublishCostsItsBuffer(t *testing.T) {
 	for _, c := range []struct{ body, held int }{{20 << 10, 32 << 10}, {1 << 20, 1 << 20}} {
-		pub := newClientPub(&ops.Publish{Message: ops.Message{Body: make([]byte, c.body)}}, nil)
+		var pub Publish
+		pub.Init(&ops.Publish{Message: ops.Message{Body: make([]byte, c.body)}}, nil)
 		require.Equal(t, c.held+pubCostOverhead, pub.cost, "body of %d bytes", c.body)
 		require.Len(t, pub.msg.Body, c.body)
 		require.NotNil(t, pub.buf)
 	}
-	small := newClientPub(&ops.Publish{Message: ops.Message{Body: make([]byte, 100)}}, nil)
+	var small Publish
+	small.Init(&ops.Publish{Message: ops.Message{Body: make([]byte, 100)}}, nil)
 	require.Nil(t, small.buf)
 	require.LessOrEqual(t, small.cost, 128+pubCostOverhead, "a small copy is its own allocation")
 }

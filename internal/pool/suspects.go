@@ -1,4 +1,6 @@
-package leveret
+package pool
+
+import "github.com/leveret-mq/leveret/internal/session"
 
 // When the broker closes the connection over one operation (RabbitMQ does
 // for an unknown exchange type, 503; a queue its configuration forbids,
@@ -14,7 +16,7 @@ package leveret
 
 // suspect queues op, a suspect of g's close, to be re-sent alone once a
 // connection is ready.
-func (p *pool) suspect(op *pooledOp, g *generation, err error) {
+func (p *Pool) suspect(op *operation, g *session.Generation, err error) {
 	p.mu.Lock()
 	p.suspects = append(p.suspects, op)
 	start := !p.isolating
@@ -27,7 +29,7 @@ func (p *pool) suspect(op *pooledOp, g *generation, err error) {
 
 // nextSuspect sends the next suspect, alone: the previous one has
 // finished. Sent while the client is offline, it parks and keeps its turn.
-func (p *pool) nextSuspect() {
+func (p *Pool) nextSuspect() {
 	p.mu.Lock()
 	if len(p.suspects) == 0 {
 		p.isolating = false
@@ -44,7 +46,7 @@ func (p *pool) nextSuspect() {
 
 // failSuspects fails the suspects still queued when the client ends, or
 // does not reconnect.
-func (p *pool) failSuspects(err error) {
+func (p *Pool) failSuspects(err error) {
 	p.mu.Lock()
 	ops := p.suspects
 	p.suspects, p.isolating = nil, false
