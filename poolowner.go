@@ -53,14 +53,20 @@ func (is pooled) issue(keys [2]string, m proto.Method, done replyFunc) {
 }
 
 // clientPublish is one Client.Publish: the pool's publish, its promise and,
-// with publish hooks, what they were shown and the context OnPublish
-// returned, for OnPublishDone.
+// with publish hooks, what they need for OnPublishDone. It is one
+// allocation per publish; keep it within its size class (576 bytes).
 type clientPublish struct {
 	pub   pool.Publish
-	c     *Client
 	prom  *Promise[struct{}]
-	hinfo *PublishInfo
-	hctx  context.Context
+	hooks *publishHooks // nil without publish hooks
+}
+
+// publishHooks is what a hooked Client.Publish keeps for OnPublishDone:
+// what the hooks were shown, and the context OnPublish returned.
+type publishHooks struct {
+	c    *Client
+	ctx  context.Context
+	info PublishInfo
 }
 
 // Settled implements pool.Settler: it settles the promise, then runs the
@@ -71,10 +77,9 @@ func (cp *clientPublish) Settled(err error, returned *ops.Return, body *[]byte) 
 		err = &ReturnedError{Return: *returned}
 	}
 	cp.prom.resolve(struct{}{}, err)
-	if cp.hinfo != nil {
-		h, ctx, info := cp.c.hooks, cp.hctx, cp.hinfo
-		cp.c.dispatch.post(func() {
-			h.donePublish(ctx, info, err)
+	if ph := cp.hooks; ph != nil {
+		ph.c.dispatch.post(func() {
+			ph.c.hooks.donePublish(ph.ctx, &ph.info, err)
 			pool.ReleaseBody(body)
 		})
 		return
@@ -88,16 +93,17 @@ func (c *Client) publish(ctx context.Context, o *ops.Publish, prom *Promise[stru
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	cp := &clientPublish{c: c, prom: prom}
+	cp := &clientPublish{prom: prom}
 	cp.pub.Init(o, cp)
 	if h := c.hooks; h.publishes() {
-		cp.hinfo = &PublishInfo{Exchange: o.Exchange, RoutingKey: o.RoutingKey, Mandatory: o.Mandatory, Message: cp.pub.Message(), Confirmed: true}
-		ctx = h.runPublish(ctx, cp.hinfo) // the copy has its own headers table already
-		cp.hctx = ctx
+		ph := &publishHooks{c: c, info: PublishInfo{Exchange: o.Exchange, RoutingKey: o.RoutingKey, Mandatory: o.Mandatory,
+			Message: cp.pub.Message(), Confirmed: true}}
+		ph.ctx = h.runPublish(ctx, &ph.info) // the copy has its own headers table already
+		ctx, cp.hooks = ph.ctx, ph
 	}
 	if err := c.pool.Publish(ctx, &cp.pub); err != nil {
-		if cp.hinfo != nil {
-			c.hooks.donePublish(ctx, cp.hinfo, err)
+		if cp.hooks != nil {
+			c.hooks.donePublish(ctx, &cp.hooks.info, err)
 		}
 		return err
 	}

@@ -325,7 +325,20 @@ func releaseLocked(op *operation, those []*operation) []*operation {
 
 // finish settles op and releases the operations that waited for it.
 func (p *Pool) finish(op *operation, reply proto.Method, msg *ops.Message, err error) {
+	if op.pub != nil {
+		op.pub.finish(err)
+		return
+	}
+	ready := p.complete(op)
+	op.done(reply, msg, err)
+	p.proceed(op, ready)
+}
+
+// complete marks op finished and returns the operations it releases, to
+// be sent (proceed) once op's completion has run.
+func (p *Pool) complete(op *operation) []*operation {
 	p.mu.Lock()
+	defer p.mu.Unlock()
 	op.finished = true
 	op.behind, op.behindCh = [2]*operation{}, [2]*pooledChannel{} // keeps no chain of settled operations alive
 	for _, k := range op.keys {
@@ -336,12 +349,12 @@ func (p *Pool) finish(op *operation, reply proto.Method, msg *ops.Message, err e
 	ready := releaseLocked(op, op.after)
 	ready = append(ready, releaseLocked(op, op.afterSent)...)
 	op.after, op.afterSent = nil, nil
-	p.mu.Unlock()
-	if op.pub != nil {
-		op.pub.settled(err)
-	} else {
-		op.done(reply, msg, err)
-	}
+	return ready
+}
+
+// proceed sends what finished op released and, if op was an isolated
+// suspect, the next suspect.
+func (p *Pool) proceed(op *operation, ready []*operation) {
 	for _, next := range ready {
 		p.send(next)
 	}

@@ -47,10 +47,6 @@ type Publish struct {
 	// ctx is the publish's context while it waits for an operation on
 	// another channel: if it ends first, the publish is not sent.
 	ctx context.Context
-	// What settled it, for settled: a basic.return, and the pooled body
-	// buffer the owner gives back once nothing reads the body any more.
-	outRet *ops.Return
-	outBuf *[]byte
 }
 
 // Settler is told once a publish has settled: err is nil when the broker
@@ -128,15 +124,9 @@ func (pub *Publish) wasReturned() { pub.settle(nil, pub.ret, nil) }
 func (pub *Publish) settle(err error, ret *ops.Return, buf *[]byte) {
 	p := pub.pool
 	p.budget.release(pub.cost)
-	pub.outRet, pub.outBuf = ret, buf
-	p.finish(&pub.op, nil, nil, err)
-}
-
-// settled tells the owner, from Pool.finish.
-func (pub *Publish) settled(err error) {
-	ret, buf := pub.outRet, pub.outBuf
-	pub.outRet, pub.outBuf = nil, nil
+	ready := p.complete(&pub.op)
 	pub.owner.Settled(err, ret, buf)
+	p.proceed(&pub.op, ready)
 }
 
 // takeTag removes tagHeader from a returned message and returns its value.
