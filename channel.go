@@ -138,7 +138,11 @@ func (ch *Channel) async(l *link, m proto.Method, msg *ops.Message) {
 		ch.mu.Lock()
 		cs := ch.consumers[m.ConsumerTag]
 		ch.mu.Unlock()
-		if cs != nil {
+		switch {
+		case cs == nil:
+		case cs.own && cs.ran.Load() && ch.c.reg.reconnects():
+			ch.c.reg.brokerCancelled(cs, ch) // a consumer timeout, or its queue is gone (consumercancel.go)
+		default:
 			cs.end(ErrConsumerCancelled)
 		}
 	case *proto.BasicReturn:

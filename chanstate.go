@@ -67,7 +67,9 @@ func (ch *Channel) end(err error) {
 		}
 		consumers = append(consumers, cs)
 	}
-	ch.stale = reconnects
+	// Stale too when a Client.Consume consumer moves on: its channel's
+	// deliveries went back to the queue (or restartCancelled set it).
+	ch.stale = ch.stale || reconnects || (len(own) > 0 && ch.c.reg.reconnects())
 	ch.unacked.clear()
 	ch.txAcked = nil
 	ch.state = chanEnded

@@ -102,8 +102,9 @@ func (cs *Consumer) Done() <-chan struct{} { return cs.done }
 // Err is nil while the consumer runs and after a Cancel, else why it ended:
 // ErrConsumerCancelled, ErrConsumerOverflow, or the channel's or
 // connection's error. A Client.Consume consumer ends with a channel's or
-// connection's error only when its first start fails or the client ends:
-// later it starts again on a fresh channel (see Client.Consume).
+// connection's error only when its first start fails or the client ends,
+// and with ErrConsumerCancelled only when its queue is gone: otherwise it
+// starts again on a fresh channel (see Client.Consume).
 func (cs *Consumer) Err() error {
 	select {
 	case <-cs.done:
@@ -493,10 +494,16 @@ func (ch *Channel) startConsumer(cs *Consumer, o ops.Consume, done func(error)) 
 // 100 ms after the refusal and then at most every second, until it works,
 // and each refusal is reported (EventConsumerRefused); its Err stays nil
 // and its Deliveries channel open. The same holds when the broker closes
-// the consumer's channel while it runs (a channel error such as 406): it
-// starts again on a fresh channel, and the close is reported the same way.
-// A consumer ends only when it is cancelled (by the user, or by the
-// broker: basic.cancel), the client closes, or its first start fails. A
+// the consumer's channel while it runs (a channel error such as 406: a
+// delivery held past the consumer timeout, on RabbitMQ 3.x, 4.0 and
+// classic queues), or cancels the consumer (basic.cancel) while its queue
+// is still there (RabbitMQ 4.3 does so on a quorum queue's consumer
+// timeout): it starts again on a fresh channel, the deliveries it held go
+// back to the queue (their acks fail with ErrStaleDelivery), and the
+// event is reported the same way. A consumer ends only when it is
+// cancelled by the user, the broker cancels it because its queue is gone
+// (ErrConsumerCancelled: a passive declare after the basic.cancel finds no
+// queue), the client closes, or its first start fails. A
 // consumer of a stream queue resumes at the offset after the last
 // delivery it handed over (from each delivery's x-stream-offset header),
 // whatever x-stream-offset o.Args first asked for: no gap, no duplicate.

@@ -17,12 +17,14 @@ import (
 var ErrUnknownDeliveryTag = errors.New("amqp: unknown delivery tag (already acknowledged?)")
 
 // ErrStaleDelivery reports an ack, nack or reject of a delivery received on
-// a connection that has since dropped and been replaced. It is refused
-// locally and nothing is sent: the broker requeued the delivery when the
-// connection dropped (it is redelivered, with Redelivered set), and its tag
-// on the new connection would name a different message. The error also
-// wraps the lost connection's error.
-var ErrStaleDelivery = errors.New("amqp: stale delivery: received before a reconnect")
+// a channel the client has since replaced: its connection dropped and was
+// replaced, or the broker closed or cancelled a Client.Consume consumer's
+// channel (a consumer timeout, say) and the consumer runs on a fresh one.
+// It is refused locally and nothing is sent: the broker requeued the
+// delivery with its channel (it is redelivered, with Redelivered set), and
+// its tag on the new channel would name a different message. The error
+// also wraps why the old channel ended.
+var ErrStaleDelivery = errors.New("amqp: stale delivery: its channel was replaced")
 
 // Delivery is a message received by a consumer or by Get. The embedded
 // Message, including Body, belongs to the receiver.

@@ -224,7 +224,9 @@ func WithUnconfirmedLimit(n int) Option {
 }
 
 // WithMaxMessageSize sets the largest message body accepted from the
-// broker (default 128 MiB). A larger body is skipped as it arrives, never
+// broker (default 128 MiB; the broker's own limit on what it accepts,
+// max_message_size, is 128 MiB on RabbitMQ 3.x and 16 MiB from 4.0, and
+// it refuses a larger publish with 406). A larger body is skipped as it arrives, never
 // buffered, so a broken or hostile peer cannot make the client allocate
 // without bound, and the message is refused while the connection and the
 // consumer go on: a delivery is rejected without requeue (a dead-letter

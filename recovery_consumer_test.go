@@ -101,15 +101,44 @@ func TestRecoveryConsumerWaitingIsCancelled(t *testing.T) {
 // cancelled or when the client closes.
 func TestClientConsumerSurvivesItsChannelsClose(t *testing.T) {
 	leakCheck(t)
-	consumes := make(chan struct{}, 4)
 	b := &fakeserver.Broker{}
+	conn, cs, consumes, refused := startWatchedConsumer(t, b)
+	first, ok := b.ChannelOf(conn, "c")
+	require.True(t, ok)
+	require.NoError(t, conn.Send(first, &proto.ChannelClose{ReplyCode: 406, ReplyText: "PRECONDITION_FAILED - unknown delivery tag 7", ClassID: 60, MethodID: 80}))
+	require.ErrorIs(t, receive(t, refused, "EventConsumerRefused"), leveret.ErrPreconditionFailed)
+
+	requireRunsAgain(t, b, conn, cs, consumes)
+}
+
+// requireRunsAgain checks that cs, started by startWatchedConsumer, was
+// started again and delivers on its fresh channel, acks included.
+func requireRunsAgain(t *testing.T, b *fakeserver.Broker, conn *fakeserver.Conn, cs *leveret.Consumer, consumes chan struct{}) {
+	t.Helper()
+	receive(t, consumes, "basic.consume on a fresh channel")
+	_, err := b.DeliverToAll(conn, "after")
+	require.NoError(t, err)
+	d := receive(t, cs.Deliveries(), "a delivery on the fresh channel")
+	require.Equal(t, "after", string(d.Body))
+	require.NoError(t, cs.Err())
+	_, err = d.Ack().Wait(waitCtx(t))
+	require.NoError(t, err)
+}
+
+// startWatchedConsumer starts Client.Consume consumer "c" of queue "q" on
+// a client of b's fake server that reconnects at once. consumes receives
+// each basic.consume b answers (after the first, already received),
+// refused each EventConsumerRefused's error. b's Answered is taken.
+func startWatchedConsumer(t *testing.T, b *fakeserver.Broker) (conn *fakeserver.Conn, cs *leveret.Consumer, consumes chan struct{}, refused chan error) {
+	t.Helper()
+	consumes = make(chan struct{}, 4)
 	b.Answered = func(_ int, _ uint16, m proto.Method) {
 		if m.ID() == proto.BasicConsumeID {
 			consumes <- struct{}{}
 		}
 	}
 	s := fakeserver.StartWith(t, fakeserver.Options{ReadTimeout: time.Second}, b.Serve)
-	refused := make(chan error, 4)
+	refused = make(chan error, 4)
 	c := dial(t, s, leveret.WithReconnect(&leveret.Backoff{Initial: time.Millisecond, Max: time.Millisecond}),
 		leveret.WithEventHandler(func(e leveret.Event) {
 			if e.Kind == leveret.EventConsumerRefused {
@@ -119,18 +148,5 @@ func TestClientConsumerSurvivesItsChannelsClose(t *testing.T) {
 	cs, err := await(t, c.Consume(ops.Consume{Queue: "q", ConsumerTag: "c"}))
 	require.NoError(t, err)
 	receive(t, consumes, "the first basic.consume")
-	conn := s.Conns()[0]
-	first, ok := b.ChannelOf(conn, "c")
-	require.True(t, ok)
-	require.NoError(t, conn.Send(first, &proto.ChannelClose{ReplyCode: 406, ReplyText: "PRECONDITION_FAILED - unknown delivery tag 7", ClassID: 60, MethodID: 80}))
-	require.ErrorIs(t, receive(t, refused, "EventConsumerRefused"), leveret.ErrPreconditionFailed)
-
-	receive(t, consumes, "basic.consume again")
-	_, err = b.DeliverToAll(conn, "after")
-	require.NoError(t, err)
-	d := receive(t, cs.Deliveries(), "a delivery on the new channel")
-	require.Equal(t, "after", string(d.Body))
-	require.NoError(t, cs.Err())
-	_, err = d.Ack().Wait(waitCtx(t))
-	require.NoError(t, err)
+	return s.Conns()[0], cs, consumes, refused
 }

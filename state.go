@@ -58,9 +58,12 @@ const (
 	// consumer go on.
 	EventMessageRefused
 	// EventConsumerRefused: the broker refused to restart a Client.Consume
-	// consumer after a reconnect (Err says why: its queue is missing, say).
-	// It does not end: it is tried again after Delay (the Attempt-th
-	// time), until it works, it is cancelled, or the client closes.
+	// consumer after a reconnect (Err says why: its queue is missing, say),
+	// or stopped a running one whose queue is still there: it closed the
+	// consumer's channel (406 on a consumer timeout, say) or cancelled it
+	// (Err wraps ErrConsumerCancelled). It does not end: it is started
+	// again after Delay (the Attempt-th time), until it works, it is
+	// cancelled, or the client closes.
 	EventConsumerRefused
 )
 

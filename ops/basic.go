@@ -46,7 +46,10 @@ type Qos struct {
 	PrefetchCount uint16 // messages; 0 means no limit
 	PrefetchSize  uint32 // bytes; 0 means no limit (RabbitMQ supports only 0)
 	// Global applies the limit to the whole channel rather than to each
-	// consumer started after it (RabbitMQ's reading of the flag).
+	// consumer started after it (RabbitMQ's reading of the flag). It is
+	// deprecated in RabbitMQ 4.x: where the broker denies the global_qos
+	// feature it accepts the flag and ignores it (each consumer gets the
+	// limit), and some 4.3 builds refuse it. Prefer a per-consumer limit.
 	Global bool
 }
 
