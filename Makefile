@@ -51,10 +51,18 @@ test: broker broker4 cluster
 		if ((rc != 0)); then echo "internal/proto: generated code is stale; run go generate ./internal/proto"; fi; \
 		exit $$rc; \
 	fi
+	@echo "== the library's tests and the broker-facing suites on RabbitMQ $$(rabbitmqctl -q eval 'rabbit_misc:version().' | tr -d '\"') [$$(date +%s)]"
 	$(GO) test -race -count=1 -timeout 30m -v $$($(GO) list ./... | grep -v /tests/cluster)
-	@# The broker-facing suite (tests/, with the examples) again on RabbitMQ 4.x with its next defaults.
-	@echo "== tests/ on RabbitMQ $$($(BROKER4) ctl newest lnext -q eval 'rabbit_misc:version().' | tr -d '\"') (next defaults)"
+	@# The broker-facing suites again on RabbitMQ 4.x with its next defaults: tests/ (with the
+	@# examples' programs), the examples' own tests, the root package's examples, otelleveret and
+	@# leveret-perf.
+	@echo "== the broker-facing suites on RabbitMQ $$($(BROKER4) ctl newest lnext -q eval 'rabbit_misc:version().' | tr -d '\"') (next defaults) [$$(date +%s)]"
 	cd tests && $(ENV4) $(GO) test -race -count=1 -timeout 30m -v ./
+	$(ENV4) $(GO) test -race -count=1 -timeout 5m -v ./examples/...
+	$(ENV4) $(GO) test -race -count=1 -timeout 5m -v -run '^Example' .
+	cd otelleveret && $(ENV4) $(GO) test -race -count=1 -timeout 5m -v ./...
+	cd cmd/leveret-perf && $(ENV4) $(GO) test -race -count=1 -timeout 5m -v ./...
+	@echo "== the step-kill harness, the cluster, netfaults, otelleveret, leveret-perf and bench on RabbitMQ 3.10 [$$(date +%s)]"
 	@# The recovery's step-kill harness (recovery_steps_test.go), 20 runs in a row: the connection
 	@# that recovers is killed at each step in turn; timing varies which step is which.
 	$(GO) test -race -count=20 -timeout 10m -run '^TestRecoveryStepKill$$' .
@@ -70,6 +78,7 @@ test: broker broker4 cluster
 	@# bench/ is its own module: its report tests, plus each client-path benchmark run briefly
 	@# (no broker) so that they keep working and goleak sees them end cleanly.
 	cd bench && $(GO) test -race -count=1 -timeout 10m -v -bench . -benchtime 100x ./...
+	@echo "== end [$$(date +%s)]"
 
 demo: broker
 	$(GO) run ./examples/hello
