@@ -40,7 +40,7 @@ func amqpDeclares(ctx context.Context, e *env, url string, workers int) (cost, e
 	m, err := measure(func() error {
 		if workers == 1 {
 			for _, q := range names {
-				if _, err := chans[0].QueueDeclare(q, false, false, false, false, nil); err != nil {
+				if _, err := chans[0].QueueDeclare(q, true, false, false, false, nil); err != nil {
 					return err
 				}
 			}
@@ -52,7 +52,7 @@ func amqpDeclares(ctx context.Context, e *env, url string, workers int) (cost, e
 			// Owner: this timed section; exits after its share of names.
 			wg.Go(func() {
 				for i := w; i < len(names); i += workers {
-					if _, err := chans[w].QueueDeclare(names[i], false, false, false, false, nil); err != nil {
+					if _, err := chans[w].QueueDeclare(names[i], true, false, false, false, nil); err != nil {
 						errs[w] = err
 						return
 					}

@@ -40,7 +40,7 @@ func (e *env) consumerQueues(ctx context.Context) ([]string, error) {
 	var ws []leveret.Waiter
 	for i := range qs {
 		qs[i] = e.name("many")
-		ws = append(ws, e.admin.QueueDeclare(ops.QueueDeclare{Queue: qs[i], AutoDelete: true}))
+		ws = append(ws, e.admin.QueueDeclare(ops.QueueDeclare{Queue: qs[i], Durable: true, AutoDelete: true}))
 	}
 	return qs, leveret.WaitAll(ctx, ws...)
 }

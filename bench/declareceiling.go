@@ -36,7 +36,7 @@ func rawDeclares(ctx context.Context, e *env, url string, channels int) (cost, e
 	}
 	m, err := measure(func() error {
 		for i, q := range names {
-			r.send(uint16(1+i%channels), &proto.QueueDeclare{Queue: q, NoWait: true})
+			r.send(uint16(1+i%channels), &proto.QueueDeclare{Queue: q, Durable: true, NoWait: true})
 		}
 		for ch := range min(channels, len(names)) {
 			last := ch + (len(names)-1-ch)/channels*channels // the last index sent on channel ch+1

@@ -39,7 +39,7 @@ func leveretDeclares(ctx context.Context, e *env, url string) (cost, error) {
 	ws := make([]leveret.Waiter, len(warm))
 	for i := range warm {
 		warm[i] = e.name("warm")
-		ws[i] = c.QueueDeclare(ops.QueueDeclare{Queue: warm[i]})
+		ws[i] = c.QueueDeclare(ops.QueueDeclare{Queue: warm[i], Durable: true})
 	}
 	if err := leveret.WaitAll(ctx, ws...); err != nil {
 		return cost{}, err
@@ -55,7 +55,7 @@ func leveretDeclares(ctx context.Context, e *env, url string) (cost, error) {
 	ws = make([]leveret.Waiter, len(names))
 	m, err := measure(func() error {
 		for i, q := range names {
-			ws[i] = c.QueueDeclare(ops.QueueDeclare{Queue: q})
+			ws[i] = c.QueueDeclare(ops.QueueDeclare{Queue: q, Durable: true})
 		}
 		return leveret.WaitAll(ctx, ws...)
 	})

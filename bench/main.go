@@ -50,6 +50,7 @@ type config struct {
 	outDir     string
 	docsChart  string
 	noBroker   bool
+	broker     string        // the series to start: 3.10, 4.0 or newest
 	confirmRaw bool          // leveret's confirm scenario on the root API instead of confirm/
 	topology   int           // leveret.WithTopologyChannels for the declare scenario; 0: the default
 	latencyFor time.Duration // per row of the fixed-rate latency group
@@ -80,7 +81,8 @@ func parseFlags() *config {
 	flag.IntVar(&cfg.topology, "leveret-topology-channels", 0, "experiment: leveret.WithTopologyChannels(n) in the declare scenario (0: library default)")
 	flag.StringVar(&latRates, "latency-rates", "", "comma-separated msg/s for the latency group's unconfirmed rows (default: 1000, 10000 and 80% of the unthrottled rate)")
 	flag.DurationVar(&cfg.latencyFor, "latency-duration", 20*time.Second, "how long each row of the fixed-rate latency group publishes")
-	flag.BoolVar(&cfg.noBroker, "no-broker-start", false, "do not run ../scripts/broker.sh up")
+	flag.BoolVar(&cfg.noBroker, "no-broker-start", false, "do not start the broker (-broker)")
+	flag.StringVar(&cfg.broker, "broker", "3.10", "RabbitMQ series to start and run against: 3.10 (Debian 12, ../scripts/broker.sh), 4.0 (Debian 13) or newest (Debian unstable), both with the announced next defaults (../scripts/chroot-broker.sh); sets -url's default")
 	flag.Parse()
 
 	if cfg.quick {
@@ -149,8 +151,8 @@ func main() {
 	log.SetFlags(0)
 	log.SetPrefix("bench: ")
 	cfg := parseFlags()
-	if !cfg.noBroker && cfg.url == defaultURL {
-		startBroker()
+	if err := cfg.chooseBroker(); err != nil {
+		log.Fatal(err)
 	}
 	if cfg.cpuprofile != "" {
 		f, err := os.Create(cfg.cpuprofile)
@@ -183,17 +185,42 @@ func main() {
 
 // startBroker runs the repository's broker script, which does nothing when
 // a broker already answers.
-func startBroker() {
-	script := filepath.Join("..", "scripts", "broker.sh")
+// chroot4x are the 4.x series -broker starts: each a node of its own,
+// with the next defaults, on its own port (the test suite's lnext node for
+// newest).
+var chroot4x = map[string]struct {
+	node string
+	port int
+}{"4.0": {"l40", 5694}, "newest": {"lnext", 5690}}
+
+// chooseBroker points -url at the -broker series (unless -url was given)
+// and starts that broker (unless -no-broker-start or -url was given).
+func (cfg *config) chooseBroker() error {
+	n, is4 := chroot4x[cfg.broker]
+	if !is4 && cfg.broker != "3.10" {
+		return fmt.Errorf("-broker %q: want 3.10, 4.0 or newest", cfg.broker)
+	}
+	if flagSet("url") {
+		return nil
+	}
+	script, args := filepath.Join("..", "scripts", "broker.sh"), []string{"up"}
+	if is4 {
+		cfg.url = fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", n.port)
+		script, args = filepath.Join("..", "scripts", "chroot-broker.sh"), []string{"node", cfg.broker, n.node, fmt.Sprint(n.port), "next"}
+	}
+	if cfg.noBroker {
+		return nil
+	}
 	if _, err := os.Stat(script); err != nil {
 		log.Printf("no %s (run from bench/); assuming a broker is up", script)
-		return
+		return nil
 	}
-	cmd := exec.Command(script, "up")
+	cmd := exec.Command(script, args...)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
-		log.Fatalf("%s up: %v", script, err)
+		return fmt.Errorf("%s %s: %w", script, strings.Join(args, " "), err)
 	}
+	return nil
 }
 
 func run(cfg *config) error {

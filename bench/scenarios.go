@@ -329,10 +329,12 @@ func runAll(ctx context.Context, e *env) ([]sample, error) {
 
 // --- set-up and clean-up on the admin connection (never timed) ---
 
-// declareQueue declares a fresh, empty, non-durable queue.
+// declareQueue declares a fresh, empty, durable classic queue: RabbitMQ 4.x with
+// its next defaults refuses transient non-exclusive ones. Messages stay
+// transient (not persisted) unless a scenario says otherwise.
 func (e *env) declareQueue(ctx context.Context, what string) (string, error) {
 	q := e.name(what)
-	_, err := e.admin.QueueDeclare(ops.QueueDeclare{Queue: q}).Wait(ctx)
+	_, err := e.admin.QueueDeclare(ops.QueueDeclare{Queue: q, Durable: true}).Wait(ctx)
 	return q, err
 }
 
