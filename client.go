@@ -97,6 +97,13 @@ func newClient(eps []endpoint, policy ReconnectPolicy, d dialed) *Client {
 		defer c.sup.Done()
 		sup.Run()
 	}()
+	if ts := cfg.tokens; ts != nil && cfg.credentials != nil {
+		c.sup.Add(1)
+		go func() { // owner: Client; exits when the client ends (supCtx or done); joined by Close.
+			defer c.sup.Done()
+			c.refreshTokens(ts)
+		}()
+	}
 	return c
 }
 

@@ -104,7 +104,8 @@
 // # Goroutines
 //
 // A connection runs a reader and a writer (which also sends heartbeats);
-// the client runs a supervisor that reconnects, plus, while there is work
+// the client runs a supervisor that reconnects (and, with
+// WithTokenSource, a token refresher), plus, while there is work
 // for them, a dispatcher for handlers, hooks and events, one pump per
 // consumer whose deliveries overflow its buffer, and a timer callback per
 // consumer waiting for its queue after a reconnect. No goroutine per

@@ -46,6 +46,7 @@ type config struct {
 	properties        ops.Table
 	onBlocked         func(blocked bool, reason string)
 	credentials       func(ctx context.Context) (username, password string, err error)
+	tokens            *tokenSource // WithTokenSource: refreshed while connected
 	onReturn          func(ops.Return)
 	onEvent           func(Event)
 	topologyFilter    func(any) bool
@@ -176,7 +177,7 @@ func WithBlockedHandler(fn func(blocked bool, reason string)) Option {
 // try again). While connected, Client.UpdateSecret hands the broker a new
 // secret. What fn returns never appears in errors or logs.
 func WithCredentials(fn func(ctx context.Context) (username, password string, err error)) Option {
-	return optionFunc(func(c *config) { c.credentials = fn })
+	return optionFunc(func(c *config) { c.credentials, c.tokens = fn, nil })
 }
 
 // WithLocale sets the locale sent in connection.start-ok (default en_US).

@@ -9,6 +9,13 @@
 #                                              with "next", the defaults RabbitMQ announces as the
 #                                              next ones: every deprecated feature the series lists
 #                                              is denied (deprecated_features.permit.* = false)
+#   scripts/chroot-broker.sh oauth SERIES NAME PORT
+#                                              a node (with the next defaults) that also takes OAuth 2
+#                                              tokens (rabbitmq_auth_backend_oauth2, before the internal
+#                                              users): JWTs for audience "rabbitmq" signed with RS256 by
+#                                              the test key $LEVERET_OAUTH_KEY (default
+#                                              /var/lib/leveret/oauth/signing.key, made once), key id
+#                                              "leveret"
 #   scripts/chroot-broker.sh ctl SERIES NAME ARGS...
 #                                              rabbitmqctl ARGS against NAME, from the chroot
 #   scripts/chroot-broker.sh stop SERIES NAME  stop the node (errors ignored)
@@ -216,6 +223,32 @@ node() {
 	start "$series" "$name" "$port" "$dir"
 }
 
+# oauth starts node NAME with the OAuth 2 backend, trusting the test signing key (made once).
+oauth() {
+	local series=$1 name=$2 port=$3
+	if probe "$port"; then
+		return 0
+	fi
+	local key=${LEVERET_OAUTH_KEY:-/var/lib/leveret/oauth/signing.key}
+	if [[ ! -s $key ]]; then
+		mkdir -p "$(dirname "$key")"
+		openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$key.tmp" 2>/dev/null
+		chmod 644 "$key.tmp" # a test key: the tests sign their tokens with it
+		mv "$key.tmp" "$key"
+	fi
+	series=$(resolve "$series")
+	local dir base=/var/lib/rabbitmq/leveret-$name
+	dir=$CHROOTS/$(suite_of "$series")
+	mkdir -p "$dir$base"
+	openssl pkey -in "$key" -pubout -out "$dir$base/signing.pem"
+	NODE_PLUGINS=rabbitmq_auth_backend_oauth2 NODE_CONF_EXTRA="auth_backends.1 = rabbit_auth_backend_oauth2
+auth_backends.2 = internal
+auth_oauth2.resource_server_id = rabbitmq
+auth_oauth2.default_key = leveret
+auth_oauth2.signing_keys.leveret = $base/signing.pem
+" node "$series" "$name" "$port" next
+}
+
 stop() {
 	local series=$1 name=$2
 	ctl "$series" "$name" -q stop "/var/lib/rabbitmq/leveret-$name/pid" >/dev/null 2>&1 || true
@@ -240,8 +273,12 @@ stop)
 	shift
 	stop "$@"
 	;;
+oauth)
+	shift
+	oauth "$@"
+	;;
 *)
-	echo "usage: $0 build SERIES | resolve SERIES | node SERIES NAME PORT [next] | ctl SERIES NAME ARGS... | stop SERIES NAME" >&2
+	echo "usage: $0 build SERIES | resolve SERIES | node SERIES NAME PORT [next] | oauth SERIES NAME PORT | ctl SERIES NAME ARGS... | stop SERIES NAME" >&2
 	exit 2
 	;;
 esac
