@@ -89,7 +89,7 @@ func newClient(eps []endpoint, policy ReconnectPolicy, d dialed) *Client {
 	g := c.newGeneration(d, 1)
 	c.gen.Store(g)
 	c.reg = newRegistry(c, g)
-	c.pool = c.newPool(g)
+	c.pool = c.newPool()
 	c.emit(Event{Kind: EventConnected, Endpoint: g.Endpoint})
 	sup := c.newSupervisor(g)
 	c.sup.Add(1)
@@ -166,7 +166,7 @@ func (c *Client) Close(ctx context.Context) error {
 		g := c.gen.Load()
 		c.closeErr = g.Conn.Close(ctx)
 		c.sup.Wait()
-		c.reg.retrying.Wait() // pool.end stopped the timers; a callback under way finds the client ended
+		c.reg.retrying.Wait() // registry.end stopped the timers; a callback under way finds the client ended
 		if err := g.Conn.Err(); err != nil && errors.Is(err, ErrClosed) {
 			closed = err
 		}

@@ -13,7 +13,7 @@ import (
 // root's side of it: the pool's Owner, the adapter that lets topology.go
 // issue through it, and the Client.Publish value that settles a promise.
 
-func (c *Client) newPool(g *generation) *pool.Pool {
+func (c *Client) newPool() *pool.Pool {
 	return pool.New(pool.Config{
 		Owner:            (*poolOwner)(c),
 		Errors:           pool.Errors{Nacked: ErrNacked, NotConfirmed: ErrNotConfirmed},

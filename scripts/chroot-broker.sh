@@ -136,10 +136,14 @@ probe() {
 
 # mounts gives the chroot /proc and /dev (once), and the host's name resolution.
 mounts() {
-	local dir=$1
+	local dir=$1 lock
+	# Nodes of one chroot may start at once (scripts/cluster.sh): mount once.
+	exec {lock}>"$dir/.leveret-mounts.lock"
+	flock "$lock"
 	mountpoint -q "$dir/proc" || mount -t proc proc "$dir/proc"
 	mountpoint -q "$dir/dev" || mount --bind /dev "$dir/dev"
 	cp /etc/hosts "$dir/etc/hosts"
+	exec {lock}>&-
 }
 
 # deprecated_names prints the deprecated features a series can still be told to deny (all it

@@ -195,7 +195,7 @@ func TestHooksRejectsNonHook(t *testing.T) {
 
 // TestDeliveryHookQueueFollowsRename: a server-named queue gets a new name
 // at recovery, and DeliveryInfo.Queue of the deliveries after it names the
-// new queue (the consumer keeps it outside pool.mu for the hook).
+// new queue (the consumer keeps it outside registry.mu for the hook).
 func TestDeliveryHookQueueFollowsRename(t *testing.T) {
 	ctx := testContext(t)
 	name := uniqueName(t, "conn")

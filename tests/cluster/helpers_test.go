@@ -1,10 +1,14 @@
 // Package cluster runs leveret against a real 3-node RabbitMQ cluster
-// started by scripts/cluster.sh (nodes lc1, lc2, lc3 on AMQP ports 5681,
-// 5682, 5683). The tests stop nodes with rabbitmqctl stop_app and start
-// them again before they end.
+// started by scripts/cluster.sh: RabbitMQ 3.10 (nodes lc1, lc2, lc3 on AMQP
+// ports 5681, 5682, 5683) or, with LEVERET_CLUSTER set to a 4.x series of
+// scripts/chroot-broker.sh (4.0, newest), that series with its next
+// defaults (nodes lx1, lx2, lx3 on 5685, 5686, 5687; metadata in Khepri
+// where the series keeps it there). The tests stop nodes with rabbitmqctl
+// stop_app and start them again before they end.
 package cluster
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/url"
@@ -28,7 +32,15 @@ type node struct {
 	port int
 }
 
-var nodes = []node{{"lc1", 5681}, {"lc2", 5682}, {"lc3", 5683}}
+// series is the cluster's RabbitMQ series: 3.10, or $LEVERET_CLUSTER.
+var series = cmp.Or(os.Getenv("LEVERET_CLUSTER"), "3.10")
+
+var nodes = func() []node {
+	if series == "3.10" {
+		return []node{{"lc1", 5681}, {"lc2", 5682}, {"lc3", 5683}}
+	}
+	return []node{{"lx1", 5685}, {"lx2", 5686}, {"lx3", 5687}}
+}()
 
 // full is the Erlang node name, e.g. "lc1@vm".
 func (n node) full() string {
@@ -71,9 +83,9 @@ func repoRoot() string {
 // clusterUp starts the cluster, or the app of a node a test stopped, and
 // waits until all three nodes run in it (scripts/cluster.sh up).
 func clusterUp() error {
-	out, err := exec.Command(filepath.Join(repoRoot(), "scripts", "cluster.sh"), "up").CombinedOutput()
+	out, err := exec.Command(filepath.Join(repoRoot(), "scripts", "cluster.sh"), "up", series).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("scripts/cluster.sh up: %v\n%s", err, out)
+		return fmt.Errorf("scripts/cluster.sh up %s: %v\n%s", series, err, out)
 	}
 	return nil
 }
@@ -89,6 +101,11 @@ func TestMain(m *testing.M) {
 
 // ctl runs rabbitmqctl against n and returns its output.
 func ctl(n node, args ...string) (string, error) {
+	if series != "3.10" {
+		args = append([]string{filepath.Join(repoRoot(), "scripts", "chroot-broker.sh"), "ctl", series, n.name, "-q"}, args...)
+		out, err := exec.Command(args[0], args[1:]...).CombinedOutput() // it re-runs itself with sudo if need be
+		return string(out), err
+	}
 	args = append([]string{"-n", n.full(), "-q"}, args...)
 	if os.Getuid() != 0 {
 		args = append([]string{"rabbitmqctl"}, args...)
