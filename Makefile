@@ -24,17 +24,21 @@ cluster:
 
 # RabbitMQ 4.x (the newest Debian packages, sid; 4.0 from trixie when sid cannot be built) with the
 # defaults RabbitMQ announces as the next ones: a node for the suite (5690), an extra one that
-# the recovery tests stop and start (5692) and one with the OAuth 2 backend (5696). scripts/chroot-broker.sh builds the chroot once.
+# the recovery tests stop and start (5692), one with the OAuth 2 backend (5696) and one with
+# an amqps listener (5697, amqps 5698). scripts/chroot-broker.sh builds the chroot once.
 BROKER4 = scripts/chroot-broker.sh
-broker4:
+broker4: broker
 	$(BROKER4) node newest lnext 5690 next
 	$(BROKER4) node newest lnext2 5692 next
 	@# A node that takes OAuth 2 tokens signed with the test key (tests/oauth_test.go, both passes).
 	$(BROKER4) oauth newest loauth 5696
+	@# The TLS node of the 4.x pass (amqps on 5698), with the certificates scripts/broker.sh tls made.
+	$(BROKER4) tls newest ltls4 5697 5698
 
-# The environment that points tests/ at the 4.x nodes (the TLS node stays the host's).
+# The environment that points tests/ at the 4.x nodes.
 ENV4 = AMQP_URL=amqp://guest:guest@127.0.0.1:5690/%2f AMQP_URL_NODE2=amqp://guest:guest@127.0.0.1:5692/%2f \
-	LEVERET_NODE2=lnext2 LEVERET_CTL="$(CURDIR)/$(BROKER4) ctl newest lnext"
+	LEVERET_NODE2=lnext2 LEVERET_CTL="$(CURDIR)/$(BROKER4) ctl newest lnext" \
+	LEVERET_TLS_NODE=ltls4 LEVERET_TLS_PORT=5698
 
 test: broker broker4 cluster
 	$(GO) vet ./...

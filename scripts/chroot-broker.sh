@@ -16,6 +16,13 @@
 #                                              the test key $LEVERET_OAUTH_KEY (default
 #                                              /var/lib/leveret/oauth/signing.key, made once), key id
 #                                              "leveret"
+#   scripts/chroot-broker.sh tls SERIES NAME PORT TLSPORT
+#                                              a node (with the next defaults) that also answers amqps
+#                                              on 127.0.0.1:TLSPORT, as scripts/broker.sh tls does for
+#                                              3.10: its certificates (from $LEVERET_TLS_CERTS, default
+#                                              /var/lib/rabbitmq/leveret-ltls/certs: run that first),
+#                                              verify_peer, fail_if_no_peer_cert, SASL EXTERNAL for the
+#                                              user leveret-client
 #   scripts/chroot-broker.sh ctl SERIES NAME ARGS...
 #                                              rabbitmqctl ARGS against NAME, from the chroot
 #   scripts/chroot-broker.sh stop SERIES NAME  stop the node (errors ignored)
@@ -253,6 +260,37 @@ auth_oauth2.signing_keys.leveret = $base/signing.pem
 " node "$series" "$name" "$port" next
 }
 
+# tls starts node NAME with an amqps listener on TLSPORT, with the 3.10 TLS node's certificates.
+tls() {
+	local series=$1 name=$2 port=$3 tls_port=$4
+	local certs=${LEVERET_TLS_CERTS:-/var/lib/rabbitmq/leveret-ltls/certs}
+	[[ -s $certs/server-key.pem ]] || die "no test certificates in $certs (scripts/broker.sh tls makes them)"
+	series=$(resolve "$series")
+	local dir base=/var/lib/rabbitmq/leveret-$name
+	dir=$CHROOTS/$(suite_of "$series")
+	if ! probe "$tls_port"; then
+		mkdir -p "$dir$base/certs"
+		cp "$certs/ca.pem" "$certs/server.pem" "$certs/server-key.pem" "$dir$base/certs/"
+		NODE_PLUGINS=rabbitmq_auth_mechanism_ssl NODE_CONF_EXTRA="listeners.ssl.default = 127.0.0.1:$tls_port
+ssl_options.cacertfile = $base/certs/ca.pem
+ssl_options.certfile = $base/certs/server.pem
+ssl_options.keyfile = $base/certs/server-key.pem
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = true
+ssl_cert_login_from = common_name
+auth_mechanisms.1 = PLAIN
+auth_mechanisms.2 = AMQPLAIN
+auth_mechanisms.3 = EXTERNAL
+" node "$series" "$name" "$port" next
+	fi
+	if ! ctl "$series" "$name" -q list_users 2>/dev/null | grep -q '^leveret-client[[:space:]]'; then
+		# EXTERNAL checks no password; a random one keeps PLAIN logins as this user out.
+		ctl "$series" "$name" -q add_user leveret-client "$(head -c 18 /dev/urandom | base64)" >/dev/null
+		ctl "$series" "$name" -q set_permissions -p / leveret-client '.*' '.*' '.*' >/dev/null
+	fi
+	say "node $name: amqps on port $tls_port"
+}
+
 stop() {
 	local series=$1 name=$2
 	ctl "$series" "$name" -q stop "/var/lib/rabbitmq/leveret-$name/pid" >/dev/null 2>&1 || true
@@ -281,8 +319,12 @@ oauth)
 	shift
 	oauth "$@"
 	;;
+tls)
+	shift
+	tls "$@"
+	;;
 *)
-	echo "usage: $0 build SERIES | resolve SERIES | node SERIES NAME PORT [next] | oauth SERIES NAME PORT | ctl SERIES NAME ARGS... | stop SERIES NAME" >&2
+	echo "usage: $0 build SERIES | resolve SERIES | node SERIES NAME PORT [next] | oauth SERIES NAME PORT | tls SERIES NAME PORT TLSPORT | ctl SERIES NAME ARGS... | stop SERIES NAME" >&2
 	exit 2
 	;;
 esac

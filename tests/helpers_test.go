@@ -153,8 +153,8 @@ func ctlErr(args ...string) (string, error) {
 // $LEVERET_CTL, split on spaces, for a broker whose tools live elsewhere
 // (`scripts/chroot-broker.sh ctl newest lnext` for a RabbitMQ 4.x node from
 // its chroot; a "-n NODE" among the arguments still picks another node of
-// it), or the host's rabbitmqctl. The TLS node is always the host's (made
-// by scripts/broker.sh tls), so it is always asked with the host's tool.
+// it), or the host's rabbitmqctl. The 3.10 TLS node (ltls, made by
+// scripts/broker.sh tls) is always asked with the host's tool.
 func ctlCommand(args []string) []string {
 	if len(args) >= 2 && args[0] == "-n" && strings.HasPrefix(args[1], "ltls@") {
 		return []string{"rabbitmqctl"}

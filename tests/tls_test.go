@@ -17,8 +17,9 @@ import (
 	"github.com/leveret-mq/leveret/ops"
 )
 
-// The TLS node comes from scripts/broker.sh tls (make test starts it): an
-// amqps listener on 5671 with verify_peer and fail_if_no_peer_cert, a
+// The TLS node comes from scripts/broker.sh tls (make test starts it; the
+// 4.x run's from scripts/chroot-broker.sh tls): an amqps listener on 5671
+// (the 4.x one on $LEVERET_TLS_PORT) with verify_peer and fail_if_no_peer_cert, a
 // server certificate for "localhost" only, and SASL EXTERNAL for the
 // client certificate's CN (leveret-client).
 
@@ -31,7 +32,22 @@ func tlsCertDir() string {
 	return "/var/lib/rabbitmq/leveret-ltls/certs"
 }
 
-func tlsNodeName(t *testing.T) string { return localNode(t, "ltls") }
+// tlsNodeName is the TLS node's Erlang name: ltls (scripts/broker.sh tls),
+// or $LEVERET_TLS_NODE (a 4.x node from scripts/chroot-broker.sh tls).
+func tlsNodeName(t *testing.T) string {
+	if n := os.Getenv("LEVERET_TLS_NODE"); n != "" {
+		return localNode(t, n)
+	}
+	return localNode(t, "ltls")
+}
+
+// tlsPort is the TLS node's amqps port: 5671, or $LEVERET_TLS_PORT.
+func tlsPort() string {
+	if p := os.Getenv("LEVERET_TLS_PORT"); p != "" {
+		return p
+	}
+	return "5671"
+}
 
 // tlsConfig trusts the test CA and, with clientCert, presents the client
 // certificate.
@@ -100,9 +116,14 @@ func tlsConnUser(t *testing.T, name string) (user, mechanism string) {
 
 // amqps with the test CA and a client certificate connects (PLAIN as
 // guest over TLS) and round-trips a message; without a port in the URL
-// the default 5671 is used.
+// the default 5671 is used (checked when the TLS node under test listens
+// there: the 3.10 run's; the 4.x node has a port of its own).
 func TestTLSConnectsWithCAAndClientCert(t *testing.T) {
-	for _, url := range []string{"amqps://guest:guest@localhost:5671/", "amqps://guest:guest@localhost/"} {
+	urls := []string{"amqps://guest:guest@localhost:" + tlsPort() + "/"}
+	if tlsPort() == "5671" {
+		urls = append(urls, "amqps://guest:guest@localhost/")
+	}
+	for _, url := range urls {
 		name := uniqueName(t, "tls-conn")
 		c, err := tlsDial(t, url, leveret.WithTLS(tlsConfig(t, true)), leveret.WithConnectionName(name))
 		require.NoError(t, err, url)
@@ -117,7 +138,7 @@ func TestTLSConnectsWithCAAndClientCert(t *testing.T) {
 // SASL EXTERNAL logs in as the client certificate's CN.
 func TestTLSExternalAuthAsCertificateCN(t *testing.T) {
 	name := uniqueName(t, "tls-external")
-	c, err := tlsDial(t, "amqps://localhost:5671/", leveret.WithTLS(tlsConfig(t, true)),
+	c, err := tlsDial(t, "amqps://localhost:"+tlsPort()+"/", leveret.WithTLS(tlsConfig(t, true)),
 		leveret.WithExternalAuth(), leveret.WithConnectionName(name))
 	require.NoError(t, err)
 	roundTrip(t, c)
@@ -131,7 +152,7 @@ func TestTLSExternalAuthAsCertificateCN(t *testing.T) {
 func TestTLSSystemRootsFailVerification(t *testing.T) {
 	cfg := tlsConfig(t, true)
 	cfg.RootCAs = nil
-	_, err := tlsDial(t, "amqps://guest:guest@localhost:5671/", leveret.WithTLS(cfg))
+	_, err := tlsDial(t, "amqps://guest:guest@localhost:"+tlsPort()+"/", leveret.WithTLS(cfg))
 	require.Error(t, err)
 	var unknown x509.UnknownAuthorityError
 	require.True(t, errors.As(err, &unknown), "want an unknown-authority error, got %v", err)
@@ -141,7 +162,7 @@ func TestTLSSystemRootsFailVerification(t *testing.T) {
 // The server certificate names localhost only: dialing 127.0.0.1 checks
 // the URL's host against it and fails.
 func TestTLSHostNameChecked(t *testing.T) {
-	_, err := tlsDial(t, "amqps://guest:guest@127.0.0.1:5671/", leveret.WithTLS(tlsConfig(t, true)))
+	_, err := tlsDial(t, "amqps://guest:guest@127.0.0.1:"+tlsPort()+"/", leveret.WithTLS(tlsConfig(t, true)))
 	require.Error(t, err)
 	var host x509.HostnameError
 	require.True(t, errors.As(err, &host), "want a host-name error, got %v", err)
@@ -152,7 +173,7 @@ func TestTLSHostNameChecked(t *testing.T) {
 // the handshake, and the error carries its reason: TLS's "certificate
 // required" alert, not a bare reset.
 func TestTLSNoClientCertificateRefused(t *testing.T) {
-	_, err := tlsDial(t, "amqps://guest:guest@localhost:5671/", leveret.WithTLS(tlsConfig(t, false)))
+	_, err := tlsDial(t, "amqps://guest:guest@localhost:"+tlsPort()+"/", leveret.WithTLS(tlsConfig(t, false)))
 	require.Error(t, err)
 	t.Logf("no client certificate: %v", err)
 	require.Contains(t, err.Error(), "certificate required")
