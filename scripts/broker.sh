@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # broker.sh: a local RabbitMQ broker for leveret's tests.
 #
-#   scripts/broker.sh up          install (if missing) and start a broker, wait until it answers AMQP
+#   scripts/broker.sh up [SERIES] install (if missing) and start a broker, wait until it answers AMQP;
+#                                 SERIES 3.10 (the default: Debian 12's package, on this host), or
+#                                 4.0 (Debian 13) or newest (Debian unstable), each with the defaults
+#                                 RabbitMQ announces as the next ones, from a debootstrap chroot built
+#                                 once (scripts/chroot-broker.sh: node lnext on 5690, or l40 on 5694)
 #   scripts/broker.sh down        stop the broker (errors ignored)
 #   scripts/broker.sh ctl ARGS... run rabbitmqctl ARGS
 #   scripts/broker.sh node NAME PORT
@@ -249,7 +253,14 @@ auth_mechanisms.3 = EXTERNAL
 }
 
 case ${1:-} in
-up) cmd_up ;;
+up)
+	case ${2:-3.10} in
+	3.10) cmd_up ;;
+	newest) exec "$(dirname "$0")/chroot-broker.sh" node newest lnext 5690 next ;;
+	4.0) exec "$(dirname "$0")/chroot-broker.sh" node 4.0 l40 5694 next ;;
+	*) die "up: unknown series ${2} (3.10, 4.0 or newest)" ;;
+	esac
+	;;
 tls) cmd_tls ;;
 node)
 	shift
@@ -261,7 +272,7 @@ ctl)
 	exec "${SUDO[@]}" rabbitmqctl "$@"
 	;;
 *)
-	echo "usage: $0 up | down | ctl ARGS... | node NAME PORT | tls" >&2
+	echo "usage: $0 up [3.10|4.0|newest] | down | ctl ARGS... | node NAME PORT | tls" >&2
 	exit 2
 	;;
 esac
