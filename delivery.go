@@ -63,11 +63,18 @@ func (d *Delivery) stale() error {
 
 // Nack rejects the delivery (and, with o.Multiple, every earlier
 // unacknowledged one on its channel). o.DeliveryTag is ignored.
+//
+// On a quorum queue, RabbitMQ 4.x limits redeliveries (delivery-limit, 20
+// by default): past it the message is dropped, or dead-lettered if the
+// queue has a dead-letter exchange. From 4.3 a Nack with requeue does not
+// count toward the limit and a Reject with requeue does; on 4.0-4.2 both
+// do (docs/rabbitmq-versions.md).
 func (d *Delivery) Nack(o ops.Nack) *Promise[struct{}] {
 	return d.settle(SettleNack, o.Multiple, o.Requeue, &proto.BasicNack{DeliveryTag: d.DeliveryTag, Multiple: o.Multiple, Requeue: o.Requeue})
 }
 
-// Reject rejects the delivery. o.DeliveryTag is ignored.
+// Reject rejects the delivery. o.DeliveryTag is ignored. See Nack for
+// RabbitMQ 4.x's delivery limit on quorum queues.
 func (d *Delivery) Reject(o ops.Reject) *Promise[struct{}] {
 	return d.settle(SettleReject, false, o.Requeue, &proto.BasicReject{DeliveryTag: d.DeliveryTag, Requeue: o.Requeue})
 }
