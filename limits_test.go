@@ -211,7 +211,8 @@ func TestLimitNotAnAMQPServer(t *testing.T) {
 }
 
 // TestLimitErrorsSayWhatClosed: errors after a close wrap ErrClosed and say
-// which object this side closed; a write failure is described once.
+// which object this side closed (after the operation they failed); a write
+// failure is described once.
 func TestLimitErrorsSayWhatClosed(t *testing.T) {
 	leakCheck(t)
 	s := fakeserver.StartWith(t, fakeserver.Options{AutoOpen: true}, func(c *fakeserver.Conn) { c.Serve() })
@@ -221,11 +222,11 @@ func TestLimitErrorsSayWhatClosed(t *testing.T) {
 	require.NoError(t, ch.Close(waitCtx(t)))
 	_, err = await(t, ch.QueueDeclare(ops.QueueDeclare{Queue: "q"}))
 	require.ErrorIs(t, err, leveret.ErrClosed)
-	assert.Regexp(t, `^amqp: channel \d+ closed by this client`, err.Error())
+	assert.Regexp(t, `^queue\.declare "q": amqp: channel \d+ closed by this client`, err.Error())
 	require.NoError(t, closeClient(t, client))
 	_, err = await(t, client.QueueDeclare(ops.QueueDeclare{Queue: "q"}))
 	require.ErrorIs(t, err, leveret.ErrClosed)
-	assert.Equal(t, "amqp: connection closed by this client (Close)", err.Error())
+	assert.Equal(t, `queue.declare "q": amqp: connection closed by this client (Close)`, err.Error())
 	assert.ErrorIs(t, client.Err(), leveret.ErrClosed)
 }
 

@@ -121,8 +121,11 @@ type Waiter interface {
 }
 
 // WaitAll blocks until every promise has settled or ctx ends. It returns
-// nil if all succeeded, else the error of the first failed promise in
-// argument order (inspect the others with Err), or ctx.Err().
+// nil if all succeeded, ctx.Err() if ctx ended first, else every failed
+// promise's error, in argument order, joined (errors.Join: one per line;
+// errors.Is and errors.As match any of them, and a topology operation's
+// error names its operation and entity, see OperationError). FirstError
+// picks the first of them.
 func WaitAll(ctx context.Context, ws ...Waiter) error {
 	for _, w := range ws {
 		select {
@@ -131,12 +134,27 @@ func WaitAll(ctx context.Context, ws ...Waiter) error {
 			return ctx.Err()
 		}
 	}
+	var errs []error
 	for _, w := range ws {
 		if err := w.Err(); err != nil {
-			return err
+			errs = append(errs, err)
 		}
 	}
-	return nil
+	if len(errs) == 1 {
+		return errs[0] // not wrapped in a join of one
+	}
+	return errors.Join(errs...)
+}
+
+// FirstError is the first error WaitAll (or Collect) joined, or err itself
+// if it joins none.
+func FirstError(err error) error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		if errs := j.Unwrap(); len(errs) > 0 {
+			return errs[0]
+		}
+	}
+	return err
 }
 
 // WaitAny blocks until one of the promises settles or ctx ends, and returns
@@ -163,8 +181,8 @@ func WaitAny(ctx context.Context, ws ...Waiter) (int, error) {
 }
 
 // Collect waits for a slice of same-typed promises and returns their values
-// in order. Like WaitAll, it waits for all of them and returns the first
-// error in slice order.
+// in order. Like WaitAll, it waits for all of them and returns every error,
+// joined in slice order.
 func Collect[T any](ctx context.Context, ps []*Promise[T]) ([]T, error) {
 	if err := WaitAll(ctx, Waiters(ps)...); err != nil {
 		return nil, err

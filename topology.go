@@ -17,13 +17,14 @@ type issuer interface {
 // only during the call) and the channel it ran on, or the error.
 type replyFunc func(reply proto.Method, msg *ops.Message, ch *Channel, err error)
 
-// issue sends m through is and returns a promise of conv(reply).
+// issue sends m through is and returns a promise of conv(reply). Its error
+// names the operation (OperationError).
 func issue[T any](is issuer, keys [2]string, m proto.Method, conv func(proto.Method) T) *Promise[T] {
 	p := newPromise[T]()
 	is.issue(keys, m, func(reply proto.Method, _ *ops.Message, _ *Channel, err error) {
 		if err != nil {
 			var zero T
-			p.resolve(zero, err)
+			p.resolve(zero, operationError(m, err))
 			return
 		}
 		p.resolve(conv(reply), nil)

@@ -176,7 +176,8 @@ func TestExampleErrors(t *testing.T) {
 		"code 406 (PRECONDITION_FAILED)",
 		"inequivalent arg 'x-message-ttl'",
 		"the first declare and the passive declare issued behind the failure both succeeded",
-		"operation 2 behind it: amqp: operation not executed: amqp: channel closed: 404 NOT_FOUND",
+		"operation 2 behind it: queue.declare ", // the error names its operation and queue
+		"amqp: operation not executed: amqp: channel closed: 404 NOT_FOUND",
 		"errors.Is(err, leveret.ErrNotFound) = true",
 		"code 404 (NOT_FOUND)",
 		`client-level publish and get: "still here"`,

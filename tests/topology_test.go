@@ -377,7 +377,12 @@ func TestTopologyKindsAndArguments(t *testing.T) {
 		require.ErrorAs(t, err, &ce)
 		assert.Equal(t, leveret.ReplyCode(404), ce.Code)
 		assert.Equal(t, "NOT_FOUND", ce.Code.String())
-		assert.True(t, strings.HasPrefix(err.Error(), "amqp:"), "error text %q", err.Error())
+		// The error names its operation and queue, then the broker's answer.
+		assert.True(t, strings.HasPrefix(err.Error(), `queue.declare "leveret-test.`), "error text %q", err.Error())
+		assert.Contains(t, err.Error(), ": amqp: channel closed: 404 NOT_FOUND")
+		var oe *leveret.OperationError
+		require.ErrorAs(t, err, &oe)
+		assert.Equal(t, "queue.declare", oe.Op)
 		<-ch.Done()
 		require.ErrorIs(t, ch.Err(), leveret.ErrNotFound)
 		require.NoError(t, ch.Close(ctx), "closing an ended channel")

@@ -83,7 +83,8 @@ func preconditionFailed(ctx context.Context, c *leveret.Client, out io.Writer, q
 	again := c.QueueDeclare(ops.QueueDeclare{Queue: queue, Exclusive: true, Args: ops.Table{"x-message-ttl": 1000}})
 	behind := c.QueueDeclare(ops.QueueDeclare{Queue: queue, Passive: true})
 
-	// Wait once; WaitAll reports the first failure in argument order.
+	// Wait once; WaitAll reports every failure in argument order, each naming
+	// its operation and queue (leveret.OperationError).
 	err := leveret.WaitAll(ctx, first, again, behind)
 	if !errors.Is(err, leveret.ErrPreconditionFailed) {
 		return fmt.Errorf("redeclare: got %v, want 406 PRECONDITION_FAILED", err)
