@@ -3,6 +3,7 @@ package tests
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -197,8 +198,17 @@ func TestChannelDeclareConflictFailsFollowers(t *testing.T) {
 	}
 	ws = append(append(append(ws, leveret.Waiters(bps)...), badP), leveret.Waiters(aps)...)
 	err = leveret.WaitAll(ctx, ws...)
-	require.ErrorIs(t, err, leveret.ErrPreconditionFailed, "the first failure in issue order is the conflict")
-	assert.NotErrorIs(t, err, leveret.ErrNotExecuted)
+	// Every failure, in issue order: the conflict first, then each declare
+	// discarded behind it (not executed), each naming its queue.
+	first := leveret.FirstError(err)
+	require.ErrorIs(t, first, leveret.ErrPreconditionFailed, "the first failure in issue order is the conflict")
+	assert.NotErrorIs(t, first, leveret.ErrNotExecuted)
+	assert.ErrorIs(t, err, leveret.ErrNotExecuted, "the declares behind it are reported too")
+	lines := strings.Split(err.Error(), "\n")
+	require.Len(t, lines, 1+len(after), "one line per failed declare")
+	for i, q := range after {
+		assert.Contains(t, lines[1+i], strconv.Quote(q))
+	}
 
 	for i, p := range bps {
 		ok, err := p.Wait(ctx)
