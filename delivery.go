@@ -83,6 +83,10 @@ func (d *Delivery) Reject(o ops.Reject) *Promise[struct{}] {
 // stale, and tells the settle hooks.
 func (d *Delivery) settle(kind SettleKind, multiple, requeue bool, m proto.Method) *Promise[struct{}] {
 	if d.ch == nil {
+		if d.on != nil && d.on.record != nil { // NewTestDelivery
+			err := d.on.record(Settlement{Delivery: d, DeliveryTag: d.DeliveryTag, Multiple: multiple, Kind: kind, Requeue: requeue, Count: 1})
+			return settled(struct{}{}, err)
+		}
 		return settled(struct{}{}, ErrUnknownDeliveryTag) // not received from the broker
 	}
 	if err := d.stale(); err != nil {
