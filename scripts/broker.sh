@@ -27,6 +27,9 @@ set -euo pipefail
 readonly READY_TIMEOUT=${BROKER_READY_TIMEOUT:-90} # seconds to wait for the AMQP handshake after a start
 readonly LOCK_FILE=/tmp/leveret-broker.lock
 
+# shellcheck source=scripts/tls-node.sh
+. "$(dirname "$0")/tls-node.sh"
+
 say() { printf 'broker: %s\n' "$*"; }
 die() { printf 'broker: %s\n' "$*" >&2; exit 1; }
 
@@ -225,16 +228,7 @@ cmd_tls() {
 		"${SUDO[@]}" mkdir -p "$base/certs"
 		(cd "$(dirname "$0")/.." && "${SUDO[@]}" "$(command -v go)" run ./scripts/gencerts -out "$base/certs")
 	fi
-	NODE_CONF_EXTRA="listeners.ssl.default = $tls_port
-ssl_options.cacertfile = $base/certs/ca.pem
-ssl_options.certfile = $base/certs/server.pem
-ssl_options.keyfile = $base/certs/server-key.pem
-ssl_options.verify = verify_peer
-ssl_options.fail_if_no_peer_cert = true
-ssl_cert_login_from = common_name
-auth_mechanisms.1 = PLAIN
-auth_mechanisms.2 = AMQPLAIN
-auth_mechanisms.3 = EXTERNAL
+	NODE_CONF_EXTRA="$(tls_conf "$tls_port" "$base/certs")
 " NODE_PLUGINS=rabbitmq_auth_mechanism_ssl cmd_node "$name" "$port"
 	local t0=$SECONDS
 	HOST=127.0.0.1 PORT=$tls_port SCHEME=amqps # probe: an open port is all bash can check
@@ -244,11 +238,7 @@ auth_mechanisms.3 = EXTERNAL
 		fi
 		sleep 0.5
 	done
-	if ! "${SUDO[@]}" rabbitmqctl -n "$node" -q list_users 2>/dev/null | grep -q '^leveret-client[[:space:]]'; then
-		# EXTERNAL checks no password; a random one keeps PLAIN logins as this user out.
-		"${SUDO[@]}" rabbitmqctl -n "$node" -q add_user leveret-client "$(head -c 18 /dev/urandom | base64)" >/dev/null
-		"${SUDO[@]}" rabbitmqctl -n "$node" -q set_permissions -p / leveret-client '.*' '.*' '.*' >/dev/null
-	fi
+	tls_client_user "${SUDO[@]}" rabbitmqctl -n "$node" -q
 	say "node $node: amqps on port $tls_port"
 }
 

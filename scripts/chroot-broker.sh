@@ -39,6 +39,9 @@ readonly CHROOTS=${LEVERET_CHROOTS:-/var/lib/leveret/chroots}
 readonly MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 readonly READY_TIMEOUT=${BROKER_READY_TIMEOUT:-90}
 
+# shellcheck source=scripts/tls-node.sh
+. "$(dirname "$0")/tls-node.sh"
+
 say() { printf 'chroot-broker: %s\n' "$*"; }
 die() { printf 'chroot-broker: %s\n' "$*" >&2; exit 1; }
 
@@ -271,23 +274,10 @@ tls() {
 	if ! probe "$tls_port"; then
 		mkdir -p "$dir$base/certs"
 		cp "$certs/ca.pem" "$certs/server.pem" "$certs/server-key.pem" "$dir$base/certs/"
-		NODE_PLUGINS=rabbitmq_auth_mechanism_ssl NODE_CONF_EXTRA="listeners.ssl.default = 127.0.0.1:$tls_port
-ssl_options.cacertfile = $base/certs/ca.pem
-ssl_options.certfile = $base/certs/server.pem
-ssl_options.keyfile = $base/certs/server-key.pem
-ssl_options.verify = verify_peer
-ssl_options.fail_if_no_peer_cert = true
-ssl_cert_login_from = common_name
-auth_mechanisms.1 = PLAIN
-auth_mechanisms.2 = AMQPLAIN
-auth_mechanisms.3 = EXTERNAL
+		NODE_PLUGINS=rabbitmq_auth_mechanism_ssl NODE_CONF_EXTRA="$(tls_conf "127.0.0.1:$tls_port" "$base/certs")
 " node "$series" "$name" "$port" next
 	fi
-	if ! ctl "$series" "$name" -q list_users 2>/dev/null | grep -q '^leveret-client[[:space:]]'; then
-		# EXTERNAL checks no password; a random one keeps PLAIN logins as this user out.
-		ctl "$series" "$name" -q add_user leveret-client "$(head -c 18 /dev/urandom | base64)" >/dev/null
-		ctl "$series" "$name" -q set_permissions -p / leveret-client '.*' '.*' '.*' >/dev/null
-	fi
+	tls_client_user ctl "$series" "$name" -q
 	say "node $name: amqps on port $tls_port"
 }
 
