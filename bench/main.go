@@ -82,7 +82,7 @@ func parseFlags() *config {
 	flag.StringVar(&latRates, "latency-rates", "", "comma-separated msg/s for the latency group's unconfirmed rows (default: 1000, 10000 and 80% of the unthrottled rate)")
 	flag.DurationVar(&cfg.latencyFor, "latency-duration", 20*time.Second, "how long each row of the fixed-rate latency group publishes")
 	flag.BoolVar(&cfg.noBroker, "no-broker-start", false, "do not start the broker (-broker)")
-	flag.StringVar(&cfg.broker, "broker", "3.10", "RabbitMQ series to start and run against: 3.10 (Debian 12, ../scripts/broker.sh), 4.0 (Debian 13) or newest (Debian unstable), both with the announced next defaults (../scripts/chroot-broker.sh); sets -url's default")
+	flag.StringVar(&cfg.broker, "broker", "3.10", "RabbitMQ series to start and run against: 3.10 (Debian 12, ../scripts/broker.sh), 4.0 (Debian 13) or newest (Debian unstable), both with the announced next defaults (../scripts/broker.sh up SERIES); sets -url's default")
 	flag.Parse()
 
 	if cfg.quick {
@@ -183,42 +183,34 @@ func main() {
 	}
 }
 
-// startBroker runs the repository's broker script, which does nothing when
-// a broker already answers.
-// chroot4x are the 4.x series -broker starts: each a node of its own,
-// with the next defaults, on its own port (the test suite's lnext node for
-// newest).
-var chroot4x = map[string]struct {
-	node string
-	port int
-}{"4.0": {"l40", 5694}, "newest": {"lnext", 5690}}
+// seriesPorts are the AMQP ports of the brokers -broker starts (through
+// scripts/broker.sh up SERIES): the host's 3.10, or a 4.x node with the next
+// defaults (the test suite's lnext for newest).
+var seriesPorts = map[string]int{"3.10": 5672, "4.0": 5694, "newest": 5690}
 
 // chooseBroker points -url at the -broker series (unless -url was given)
 // and starts that broker (unless -no-broker-start or -url was given).
 func (cfg *config) chooseBroker() error {
-	n, is4 := chroot4x[cfg.broker]
-	if !is4 && cfg.broker != "3.10" {
+	port, ok := seriesPorts[cfg.broker]
+	if !ok {
 		return fmt.Errorf("-broker %q: want 3.10, 4.0 or newest", cfg.broker)
 	}
 	if flagSet("url") {
 		return nil
 	}
-	script, args := filepath.Join("..", "scripts", "broker.sh"), []string{"up"}
-	if is4 {
-		cfg.url = fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", n.port)
-		script, args = filepath.Join("..", "scripts", "chroot-broker.sh"), []string{"node", cfg.broker, n.node, fmt.Sprint(n.port), "next"}
-	}
+	cfg.url = fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", port)
 	if cfg.noBroker {
 		return nil
 	}
+	script := filepath.Join("..", "scripts", "broker.sh")
 	if _, err := os.Stat(script); err != nil {
 		log.Printf("no %s (run from bench/); assuming a broker is up", script)
 		return nil
 	}
-	cmd := exec.Command(script, args...)
+	cmd := exec.Command(script, "up", cfg.broker)
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
 	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s %s: %w", script, strings.Join(args, " "), err)
+		return fmt.Errorf("%s up %s: %w", script, cfg.broker, err)
 	}
 	return nil
 }
