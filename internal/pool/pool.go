@@ -240,19 +240,20 @@ func (p *Pool) sendLater(op *operation, g *session.Generation, err error) {
 }
 
 func (p *Pool) replied(op *operation, blame mux.Blame, reply proto.Method, msg *ops.Message, ch *pooledChannel, err error) {
+	lost := err != nil && p.connLost(err)
 	switch {
 	case p.Discarded(err, op.reissued):
 		op.reissued++
 		p.send(op)
 		return
-	case err != nil && p.connLost(err) && (blame == mux.Culprit || blame == mux.Suspect && op.suspected):
+	case lost && (blame == mux.Culprit || blame == mux.Suspect && op.suspected):
 		// The broker closed the connection over it: it fails with that
 		// error, unrecorded, and is not sent again (see suspects.go).
-	case err != nil && p.connLost(err) && blame == mux.Suspect:
+	case lost && blame == mux.Suspect:
 		op.suspected = true
 		p.suspect(op, ch.gen, err)
 		return
-	case err != nil && p.connLost(err):
+	case lost:
 		// Lost with its connection: declares, binds and deletes are
 		// idempotent, so it goes out again on the next one (an isolated
 		// suspect keeps its turn).
